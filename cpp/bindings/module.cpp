@@ -1,0 +1,159 @@
+// The only translation unit that knows Python: converts NumPy buffers to strided views,
+// checks dtypes and shapes, releases the GIL around the heavy work, and turns C++
+// exceptions into Python ones.
+#include <pybind11/eigen.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "fastsas/moments.hpp"
+#include "fastsas/spectral.hpp"
+
+namespace py = pybind11;
+using fastsas::Index;
+
+namespace {
+
+template <class T>
+fastsas::MatrixView<T> view_of(const py::array& a, const char* name) {
+  if (a.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D");
+  const auto item = static_cast<Index>(sizeof(T));
+  if (a.strides(0) % item != 0 || a.strides(1) % item != 0)
+    throw py::value_error(std::string(name) + " has strides that are not a multiple of its item size");
+  fastsas::MatrixView<T> v;
+  v.data = static_cast<const T*>(a.data());
+  v.rows = a.shape(0);
+  v.cols = a.shape(1);
+  v.row_stride = a.strides(0) / item;
+  v.col_stride = a.strides(1) / item;
+  return v;
+}
+
+template <class T>
+void update_typed(fastsas::Moments& m, const py::array& x, const py::array& y, int threads) {
+  const auto xv = view_of<T>(x, "x");
+  const auto yv = view_of<T>(y, "y");
+  py::gil_scoped_release release;
+  m.update(xv, yv, threads);
+}
+
+void update(fastsas::Moments& m, const py::array& x, const py::array& y, int threads) {
+  if (!x.dtype().is(y.dtype())) throw py::type_error("x and y must have the same dtype");
+  if (x.dtype().is(py::dtype::of<float>())) return update_typed<float>(m, x, y, threads);
+  if (x.dtype().is(py::dtype::of<double>())) return update_typed<double>(m, x, y, threads);
+  throw py::type_error("x and y must be float32 or float64 arrays");
+}
+
+py::dict profile_dict(const fastsas::SpectralProfile& p) {
+  py::dict d;
+  d["eigenvalues"] = p.eigenvalues;
+  d["a"] = p.cross;
+  d["s"] = p.other_variance;
+  d["rho"] = p.rho;
+  return d;
+}
+
+py::dict analysis_dict(const fastsas::AlignmentAnalysis& a) {
+  py::dict d;
+  d["n"] = a.count;
+  d["i2t"] = profile_dict(a.image_to_text);
+  d["t2i"] = profile_dict(a.text_to_image);
+  d["cka"] = a.cka;
+  d["coral"] = a.coral;
+  d["svcca"] = a.svcca;
+  d["svcca_dim"] = a.svcca_dim;
+  d["centroid_euclidean"] = a.centroid_euclidean;
+  d["centroid_cosine"] = a.centroid_cosine;
+  d["delta_cos"] = a.delta_cos;
+  d["rmg"] = a.rmg;
+  d["rmg_paper"] = a.rmg_paper;
+  d["cone_images"] = a.cone_images;
+  d["cone_texts"] = a.cone_texts;
+  d["matched_cosine"] = a.matched_cosine;
+  d["gap"] = a.gap;
+  return d;
+}
+
+fastsas::SpectralProfile profile_from(const Eigen::VectorXd& eigenvalues, const Eigen::VectorXd& rho) {
+  if (eigenvalues.size() != rho.size() || eigenvalues.size() == 0)
+    throw py::value_error("eigenvalues and rho must be non-empty and of equal length");
+  fastsas::SpectralProfile p;
+  p.eigenvalues = eigenvalues;
+  p.rho = rho;
+  return p;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastsas C++ core: streaming moments, spectral alignment and covariance-family metrics";
+  m.attr("DEFINITIONS_VERSION") = fastsas::kDefinitionsVersion;
+  m.attr("BLOCK_ROWS") = fastsas::Moments::kBlockRows;
+
+  static py::exception<fastsas::BadRowsError> bad_rows(m, "BadRowsError", PyExc_ValueError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const fastsas::BadRowsError& e) {
+      py::object err = py::reinterpret_borrow<py::object>(bad_rows.ptr())(e.what());
+      err.attr("input") = e.input();
+      err.attr("problem") = e.problem();
+      err.attr("rows") = e.rows();
+      err.attr("total") = e.total();
+      PyErr_SetObject(bad_rows.ptr(), err.ptr());
+    }
+  });
+
+  py::class_<fastsas::Moments>(m, "Moments")
+      .def(py::init<Index, bool>(), py::arg("dim"), py::arg("track_unit_rows") = true)
+      .def("update", &update, py::arg("x"), py::arg("y"), py::arg("threads"))
+      .def("merge", [](fastsas::Moments& self, const fastsas::Moments& other) {
+        py::gil_scoped_release release;
+        self.merge(other);
+      })
+      .def("copy", [](const fastsas::Moments& self) { return fastsas::Moments(self); })
+      .def_property_readonly("dim", &fastsas::Moments::dim)
+      .def_property_readonly("count", &fastsas::Moments::count)
+      .def_property_readonly("tracks_unit_rows", &fastsas::Moments::tracks_unit_rows)
+      .def("mean", &fastsas::Moments::mean)
+      .def("centered_scatter", &fastsas::Moments::centered_scatter)
+      .def("unit_sum", [](const fastsas::Moments& s) { return Eigen::VectorXd(s.unit_sum()); })
+      .def_property_readonly("matched_cosine_sum", &fastsas::Moments::matched_cosine_sum)
+      .def("state", [](const fastsas::Moments& s) {
+        py::dict d;
+        d["count"] = s.count();
+        d["has_pilot"] = s.has_pilot();
+        d["pilot"] = Eigen::VectorXd(s.pilot());
+        d["shifted_sum"] = Eigen::VectorXd(s.shifted_sum());
+        d["shifted_scatter"] = Eigen::MatrixXd(s.shifted_scatter());
+        d["unit_sum"] = Eigen::VectorXd(s.unit_sum());
+        d["matched_cosine_sum"] = s.matched_cosine_sum();
+        return d;
+      })
+      .def("restore", &fastsas::Moments::restore, py::arg("count"), py::arg("has_pilot"),
+           py::arg("pilot"), py::arg("shifted_sum"), py::arg("shifted_scatter"), py::arg("unit_sum"),
+           py::arg("matched_cosine_sum"));
+
+  m.def(
+      "analyze",
+      [](const fastsas::Moments& moments, int threads, Index cca_dim, bool spectral_only) {
+        fastsas::AlignmentAnalysis a;
+        {
+          py::gil_scoped_release release;
+          a = fastsas::analyze(moments, threads, cca_dim, spectral_only);
+        }
+        return analysis_dict(a);
+      },
+      py::arg("moments"), py::arg("threads"), py::arg("cca_dim") = 10, py::arg("spectral_only") = false);
+
+  m.def(
+      "sas_from_profile",
+      [](const Eigen::VectorXd& eigenvalues, const Eigen::VectorXd& rho, double q) {
+        return fastsas::sas_from_profile(profile_from(eigenvalues, rho), q);
+      },
+      py::arg("eigenvalues"), py::arg("rho"), py::arg("q"));
+
+  m.def("quantile_linear", &fastsas::quantile_linear, py::arg("values"), py::arg("p"));
+}

@@ -1,0 +1,99 @@
+// Streaming sufficient statistics of paired embeddings (X, Y): the count, the means, the
+// joint second moments of [X Y], and the O(n d) sums the pairwise-family metrics need.
+// Accumulated block by block (a float32 input uses float32 SYRK per block and float64
+// across blocks), shifted by a pilot mean so cone-shaped data keeps its digits, and
+// mergeable (Chan et al.) so chunks, threads, processes and machines combine exactly.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fastsas {
+
+using Index = std::int64_t;
+
+// A read-only strided view of a row-major or column-major (or any strided) 2-D array.
+template <class T>
+struct MatrixView {
+  const T* data = nullptr;
+  Index rows = 0;
+  Index cols = 0;
+  Index row_stride = 0;  // in elements
+  Index col_stride = 1;  // in elements
+  const T& operator()(Index r, Index c) const { return data[r * row_stride + c * col_stride]; }
+};
+
+// Raised for rows the metrics cannot use. `input` is "x" or "y" (X and Y of METRICS.md).
+class BadRowsError : public std::invalid_argument {
+ public:
+  BadRowsError(std::string input, std::string problem, std::vector<Index> rows, Index total);
+  const std::string& input() const { return input_; }
+  const std::string& problem() const { return problem_; }
+  const std::vector<Index>& rows() const { return rows_; }  // the first few, ascending
+  Index total() const { return total_; }
+
+ private:
+  std::string input_, problem_;
+  std::vector<Index> rows_;
+  Index total_;
+};
+
+class Moments {
+ public:
+  // Rows per block: the unit of parallel work and of the fixed reduction order. Chosen so
+  // a float32 block product keeps ~1e-6 relative accuracy and a block's SYRK dominates
+  // the float64 accumulation that follows it.
+  static constexpr Index kBlockRows = 2048;
+
+  // `track_unit_rows`: also keep the sums of unit rows and matched cosines (Delta-cos,
+  // RMG, cone, gap); zero-norm rows are then refused, since they have no direction.
+  explicit Moments(Index dim, bool track_unit_rows = true);
+
+  // Adds the rows of x and y (same shape, n x dim). All-or-nothing: on a bad row
+  // (non-finite, or zero norm when unit rows are tracked) nothing is added and
+  // BadRowsError names the rows, counted from the first row of this chunk.
+  template <class T>
+  void update(const MatrixView<T>& x, const MatrixView<T>& y, int threads);
+
+  // Adds another partial state (same dim and tracking); equal to one pass over both.
+  void merge(const Moments& other);
+
+  Index dim() const { return dim_; }
+  Index count() const { return count_; }
+  bool tracks_unit_rows() const { return track_unit_rows_; }
+
+  // Derived statistics (valid for count() >= 1).
+  Eigen::VectorXd mean() const;                   // 2*dim: [mean(X) mean(Y)]
+  Eigen::MatrixXd centered_scatter() const;       // 2*dim x 2*dim, sum (z - mean)(z - mean)^T
+  const Eigen::VectorXd& unit_sum() const { return unit_sum_; }  // 2*dim: [sum x^ , sum y^]
+  double matched_cosine_sum() const { return matched_cosine_sum_; }
+
+  // Raw state, for the versioned byte form. `shifted_scatter` has its upper triangle valid.
+  const Eigen::VectorXd& pilot() const { return pilot_; }
+  const Eigen::VectorXd& shifted_sum() const { return shifted_sum_; }
+  const Eigen::MatrixXd& shifted_scatter() const { return shifted_scatter_; }
+  bool has_pilot() const { return has_pilot_; }
+  void restore(Index count, bool has_pilot, Eigen::VectorXd pilot, Eigen::VectorXd shifted_sum,
+               Eigen::MatrixXd shifted_scatter, Eigen::VectorXd unit_sum,
+               double matched_cosine_sum);
+
+ private:
+  template <class T>
+  void set_pilot(const MatrixView<T>& x, const MatrixView<T>& y);
+
+  Index dim_;
+  bool track_unit_rows_;
+  Index count_ = 0;
+  bool has_pilot_ = false;
+  Eigen::VectorXd pilot_;           // 2*dim shift applied before every block product
+  Eigen::VectorXd shifted_sum_;     // sum (z - pilot)
+  Eigen::MatrixXd shifted_scatter_; // sum (z - pilot)(z - pilot)^T, upper triangle
+  Eigen::VectorXd unit_sum_;        // 2*dim
+  double matched_cosine_sum_ = 0.0;
+};
+
+}  // namespace fastsas

@@ -1,0 +1,304 @@
+#include "fastsas/moments.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <type_traits>
+
+#include "fastsas/blas.hpp"
+#include "fastsas/parallel.hpp"
+
+namespace fastsas {
+
+namespace {
+
+std::string describe_rows(const std::string& problem, const std::vector<Index>& rows, Index total) {
+  std::ostringstream out;
+  out << problem << " in " << total << (total == 1 ? " row" : " rows") << ": ";
+  for (size_t i = 0; i < rows.size(); ++i) out << (i ? ", " : "") << rows[i];
+  if (total > static_cast<Index>(rows.size())) out << ", ...";
+  return out.str();
+}
+
+// Per-worker scratch for one block: the shifted rows, their float product, and the
+// block's O(n d) sums. Reused across waves.
+template <class T>
+struct BlockScratch {
+  std::vector<T> rows;
+  std::vector<T> product;
+  Eigen::VectorXd sum;
+  Eigen::VectorXd unit_sum;
+  double cosine_sum = 0.0;
+  bool bad = false;
+};
+
+// Copies one row pair into the shifted block and adds its sums. Returns false for a row
+// the metrics cannot use (non-finite, overflowing, or zero-norm when unit rows count).
+template <class T>
+bool absorb_row(const T* xr, Index xs, const T* yr, Index ys, Index dim, const double* pilot,
+                T* z, BlockScratch<T>& s, bool track_unit_rows) {
+  double nx = 0.0, ny = 0.0, xy = 0.0;
+  if (xs == 1 && ys == 1) {
+    for (Index j = 0; j < dim; ++j) {
+      const double xv = static_cast<double>(xr[j]), yv = static_cast<double>(yr[j]);
+      z[j] = static_cast<T>(xv - pilot[j]);
+      z[dim + j] = static_cast<T>(yv - pilot[dim + j]);
+      nx += xv * xv;
+      ny += yv * yv;
+      xy += xv * yv;
+    }
+  } else {
+    for (Index j = 0; j < dim; ++j) {
+      const double xv = static_cast<double>(xr[j * xs]), yv = static_cast<double>(yr[j * ys]);
+      z[j] = static_cast<T>(xv - pilot[j]);
+      z[dim + j] = static_cast<T>(yv - pilot[dim + j]);
+      nx += xv * xv;
+      ny += yv * yv;
+      xy += xv * yv;
+    }
+  }
+  // A NaN or Inf anywhere in the row makes its squared norm non-finite.
+  if (!std::isfinite(nx) || !std::isfinite(ny)) return false;
+  double* sum = s.sum.data();
+  for (Index j = 0; j < 2 * dim; ++j) sum[j] += static_cast<double>(z[j]);
+  if (track_unit_rows) {
+    if (nx == 0.0 || ny == 0.0) return false;
+    const double ix = 1.0 / std::sqrt(nx), iy = 1.0 / std::sqrt(ny);
+    double* unit = s.unit_sum.data();
+    if (xs == 1 && ys == 1) {
+      for (Index j = 0; j < dim; ++j) {
+        unit[j] += static_cast<double>(xr[j]) * ix;
+        unit[dim + j] += static_cast<double>(yr[j]) * iy;
+      }
+    } else {
+      for (Index j = 0; j < dim; ++j) {
+        unit[j] += static_cast<double>(xr[j * xs]) * ix;
+        unit[dim + j] += static_cast<double>(yr[j * ys]) * iy;
+      }
+    }
+    s.cosine_sum += xy * ix * iy;
+  }
+  return true;
+}
+
+// The slow, exact account of what is wrong, run only once a block has found a bad row.
+template <class T>
+[[noreturn]] void throw_bad_rows(const MatrixView<T>& x, const MatrixView<T>& y, bool track_unit_rows) {
+  constexpr size_t kShown = 10;
+  struct Finding { std::string input, problem; std::vector<Index> rows; Index total = 0; };
+  Finding findings[4] = {{"x", "non-finite values (NaN or Inf)", {}, 0},
+                         {"y", "non-finite values (NaN or Inf)", {}, 0},
+                         {"x", "zero-norm rows (no direction to normalise)", {}, 0},
+                         {"y", "zero-norm rows (no direction to normalise)", {}, 0}};
+  for (Index r = 0; r < x.rows; ++r) {
+    bool finite[2] = {true, true};
+    double norm[2] = {0.0, 0.0};
+    for (Index j = 0; j < x.cols; ++j) {
+      const double v[2] = {static_cast<double>(x(r, j)), static_cast<double>(y(r, j))};
+      for (int k = 0; k < 2; ++k) {
+        finite[k] = finite[k] && std::isfinite(v[k]);
+        norm[k] += v[k] * v[k];
+      }
+    }
+    for (int k = 0; k < 2; ++k) {
+      Finding* f = nullptr;
+      if (!finite[k]) f = &findings[k];
+      else if (!std::isfinite(norm[k])) f = &findings[k];  // overflow: refuse as non-finite
+      else if (track_unit_rows && norm[k] == 0.0) f = &findings[2 + k];
+      if (!f) continue;
+      if (f->rows.size() < kShown) f->rows.push_back(r);
+      ++f->total;
+    }
+  }
+  for (auto& f : findings)
+    if (f.total) throw BadRowsError(f.input, f.problem, f.rows, f.total);
+  throw std::logic_error("fastsas: a block reported a bad row that a rescan did not find");
+}
+
+}  // namespace
+
+BadRowsError::BadRowsError(std::string input, std::string problem, std::vector<Index> rows, Index total)
+    : std::invalid_argument(describe_rows(problem, rows, total)),
+      input_(std::move(input)),
+      problem_(std::move(problem)),
+      rows_(std::move(rows)),
+      total_(total) {}
+
+Moments::Moments(Index dim, bool track_unit_rows)
+    : dim_(dim),
+      track_unit_rows_(track_unit_rows),
+      pilot_(Eigen::VectorXd::Zero(2 * dim)),
+      shifted_sum_(Eigen::VectorXd::Zero(2 * dim)),
+      shifted_scatter_(Eigen::MatrixXd::Zero(2 * dim, 2 * dim)),
+      unit_sum_(Eigen::VectorXd::Zero(2 * dim)) {
+  if (dim < 1) throw std::invalid_argument("dim must be at least 1");
+}
+
+template <class T>
+void Moments::set_pilot(const MatrixView<T>& x, const MatrixView<T>& y) {
+  const Index rows = std::min<Index>(x.rows, kBlockRows);
+  Eigen::VectorXd p = Eigen::VectorXd::Zero(2 * dim_);
+  for (Index r = 0; r < rows; ++r)
+    for (Index j = 0; j < dim_; ++j) {
+      p[j] += static_cast<double>(x(r, j));
+      p[dim_ + j] += static_cast<double>(y(r, j));
+    }
+  p /= static_cast<double>(rows);
+  // The shift must be exactly representable in the block's precision, so that the
+  // sums of shifted values describe exactly the values that were multiplied.
+  for (Index j = 0; j < 2 * dim_; ++j) p[j] = static_cast<double>(static_cast<T>(p[j]));
+  pilot_ = p;
+}
+
+template <class T>
+void Moments::update(const MatrixView<T>& x, const MatrixView<T>& y, int threads) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  if (x.cols != dim_ || y.cols != dim_)
+    throw std::invalid_argument("x and y must have " + std::to_string(dim_) + " columns");
+  if (x.rows != y.rows) throw std::invalid_argument("x and y must have the same number of rows");
+  const Index n = x.rows;
+  if (n == 0) return;
+  threads = std::max(1, threads);
+  blas::use_calling_thread_only();
+
+  const bool first_chunk = !has_pilot_;
+  const Eigen::VectorXd saved_pilot = pilot_;
+  if (first_chunk) set_pilot(x, y);
+
+  const Index width = 2 * dim_;
+  const Index blocks = (n + kBlockRows - 1) / kBlockRows;
+  // A chunk of several blocks is summed apart and added at the end, so a bad row in a
+  // late block leaves the state untouched; a one-block chunk is checked before it is added.
+  const bool direct = blocks == 1;
+  Eigen::MatrixXd delta_scatter;
+  Eigen::VectorXd delta_sum, delta_unit;
+  double delta_cosine = 0.0;
+  if (!direct) {
+    delta_scatter = Eigen::MatrixXd::Zero(width, width);
+    delta_sum = Eigen::VectorXd::Zero(width);
+    delta_unit = Eigen::VectorXd::Zero(width);
+  }
+  Eigen::MatrixXd& scatter = direct ? shifted_scatter_ : delta_scatter;
+  Eigen::VectorXd& sum = direct ? shifted_sum_ : delta_sum;
+  Eigen::VectorXd& unit = direct ? unit_sum_ : delta_unit;
+  double& cosine = direct ? matched_cosine_sum_ : delta_cosine;
+
+  const int slots = static_cast<int>(std::min<Index>(threads, blocks));
+  std::vector<BlockScratch<T>> scratch(static_cast<size_t>(slots));
+  const double* pilot = pilot_.data();
+
+  try {
+    for (Index wave_start = 0; wave_start < blocks; wave_start += slots) {
+      const Index wave_blocks = std::min<Index>(slots, blocks - wave_start);
+      parallel_for(slots, wave_blocks, [&](long slot, int) {
+        BlockScratch<T>& s = scratch[static_cast<size_t>(slot)];
+        const Index r0 = (wave_start + slot) * kBlockRows;
+        const Index r1 = std::min(n, r0 + kBlockRows);
+        s.rows.resize(static_cast<size_t>(kBlockRows * width));
+        s.product.resize(static_cast<size_t>(width * width));
+        s.sum.setZero(width);
+        s.unit_sum.setZero(width);
+        s.cosine_sum = 0.0;
+        s.bad = false;
+        for (Index r = r0; r < r1; ++r) {
+          T* z = s.rows.data() + (r - r0) * width;
+          if (!absorb_row(x.data + r * x.row_stride, x.col_stride, y.data + r * y.row_stride,
+                          y.col_stride, dim_, pilot, z, s, track_unit_rows_)) {
+            s.bad = true;
+            return;
+          }
+        }
+        blas::syrk_rows_upper(static_cast<int>(width), static_cast<int>(r1 - r0), s.rows.data(),
+                              static_cast<int>(width), s.product.data(), static_cast<int>(width));
+      });
+      for (Index b = 0; b < wave_blocks; ++b)
+        if (scratch[static_cast<size_t>(b)].bad) throw_bad_rows(x, y, track_unit_rows_);
+
+      // Fixed order: every element receives the blocks in block order, whoever adds them.
+      parallel_for(slots, width, [&](long col, int) {
+        double* target = scatter.data() + col * width;
+        for (Index b = 0; b < wave_blocks; ++b) {
+          const T* source = scratch[static_cast<size_t>(b)].product.data() + col * width;
+          for (Index i = 0; i <= col; ++i) target[i] += static_cast<double>(source[i]);
+        }
+      });
+      for (Index b = 0; b < wave_blocks; ++b) {
+        const BlockScratch<T>& s = scratch[static_cast<size_t>(b)];
+        sum += s.sum;
+        unit += s.unit_sum;
+        cosine += s.cosine_sum;
+      }
+    }
+  } catch (...) {
+    if (first_chunk) pilot_ = saved_pilot;
+    throw;
+  }
+
+  if (!direct) {
+    shifted_scatter_.template triangularView<Eigen::Upper>() += delta_scatter;
+    shifted_sum_ += delta_sum;
+    unit_sum_ += delta_unit;
+    matched_cosine_sum_ += delta_cosine;
+  }
+  has_pilot_ = true;
+  count_ += n;
+}
+
+template void Moments::update<float>(const MatrixView<float>&, const MatrixView<float>&, int);
+template void Moments::update<double>(const MatrixView<double>&, const MatrixView<double>&, int);
+
+Eigen::VectorXd Moments::mean() const {
+  if (count_ == 0) throw std::logic_error("no rows have been added");
+  return pilot_ + shifted_sum_ / static_cast<double>(count_);
+}
+
+Eigen::MatrixXd Moments::centered_scatter() const {
+  if (count_ == 0) throw std::logic_error("no rows have been added");
+  Eigen::MatrixXd m = shifted_scatter_.selfadjointView<Eigen::Upper>();
+  m.noalias() -= shifted_sum_ * shifted_sum_.transpose() / static_cast<double>(count_);
+  return m;
+}
+
+void Moments::merge(const Moments& other) {
+  if (other.dim_ != dim_)
+    throw std::invalid_argument("cannot merge moments of dim " + std::to_string(other.dim_) +
+                                " into moments of dim " + std::to_string(dim_));
+  if (other.track_unit_rows_ != track_unit_rows_)
+    throw std::invalid_argument("cannot merge moments that track unit rows with ones that do not");
+  if (other.count_ == 0) return;
+  if (count_ == 0) {
+    *this = other;
+    return;
+  }
+  // Chan et al.: combine centred scatters, then re-anchor the state at the joint mean.
+  const double na = static_cast<double>(count_), nb = static_cast<double>(other.count_);
+  const Eigen::VectorXd mean_a = mean(), mean_b = other.mean();
+  const Eigen::VectorXd delta = mean_b - mean_a;
+  Eigen::MatrixXd scatter = centered_scatter();
+  scatter += other.centered_scatter();
+  scatter.noalias() += delta * delta.transpose() * (na * nb / (na + nb));
+  pilot_ = mean_a + delta * (nb / (na + nb));
+  shifted_sum_.setZero();
+  shifted_scatter_ = std::move(scatter);
+  unit_sum_ += other.unit_sum_;
+  matched_cosine_sum_ += other.matched_cosine_sum_;
+  count_ += other.count_;
+}
+
+void Moments::restore(Index count, bool has_pilot, Eigen::VectorXd pilot, Eigen::VectorXd shifted_sum,
+                      Eigen::MatrixXd shifted_scatter, Eigen::VectorXd unit_sum,
+                      double matched_cosine_sum) {
+  const Index width = 2 * dim_;
+  if (count < 0 || pilot.size() != width || shifted_sum.size() != width ||
+      shifted_scatter.rows() != width || shifted_scatter.cols() != width || unit_sum.size() != width)
+    throw std::invalid_argument("moments state does not match dim " + std::to_string(dim_));
+  count_ = count;
+  has_pilot_ = has_pilot;
+  pilot_ = std::move(pilot);
+  shifted_sum_ = std::move(shifted_sum);
+  shifted_scatter_ = std::move(shifted_scatter);
+  unit_sum_ = std::move(unit_sum);
+  matched_cosine_sum_ = matched_cosine_sum;
+}
+
+}  // namespace fastsas

@@ -1,0 +1,20 @@
+"""fastsas: the Spectral Alignment Score and the metrics around it, at million-pair scale.
+
+>>> import fastsas as fs
+>>> images, texts = fs.synthetic.paired_embeddings(5000, 64, image_only_factors=4)
+>>> result = fs.alignment(images, texts)
+>>> sorted(result)[:4]
+['centroid_cosine', 'centroid_euclidean', 'cka', 'cone_images']
+"""
+from fastsas import synthetic
+from fastsas._core import DEFINITIONS_VERSION
+from fastsas._validate import set_num_threads
+from fastsas.metrics import alignment, cka, coral, delta_cos, rmg, sas, svcca
+from fastsas.moments import Moments, SpectralProfile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFINITIONS_VERSION", "Moments", "SpectralProfile", "alignment", "cka", "coral",
+    "delta_cos", "rmg", "sas", "set_num_threads", "svcca", "synthetic", "__version__",
+]

@@ -1,0 +1,125 @@
+"""Argument checks shared by every public function: clear messages that name the
+argument and say what to do."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+_FLOATS = (np.float32, np.float64)
+
+_threads: int | None = None
+
+
+def default_threads() -> int:
+    if _threads is not None:
+        return _threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_num_threads(threads: int | None) -> None:
+    """Set how many worker threads fastsas uses (None: every core this process may use).
+
+    Results do not depend on it: reductions run in a fixed block order.
+    """
+    global _threads
+    _threads = None if threads is None else resolve_threads(threads)
+
+
+def resolve_threads(threads: int | None) -> int:
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return int(threads)
+
+
+def as_embeddings(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:
+    """A 2-D float32/float64 array view of `x` (float16 is converted to float32 once).
+
+    Memory layout is kept as it is (C, Fortran or strided): the core reads any strides.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        if hasattr(x, "__cuda_array_interface__") or type(x).__module__.startswith(("cupy", "torch")):
+            if hasattr(x, "detach") and hasattr(x, "cpu"):
+                raise TypeError(
+                    f"{name} is a torch tensor: pass {name}.detach().cpu().numpy() "
+                    "(or a NumPy array) to the CPU backend"
+                )
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
+            raise TypeError(f"{name} must be a 2-D array of floats; could not convert it: {exc}") from exc
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    elif arr.dtype.type not in _FLOATS:
+        kind = {"i": "integer", "u": "unsigned integer", "b": "boolean", "c": "complex", "O": "object"}.get(
+            arr.dtype.kind, str(arr.dtype)
+        )
+        raise TypeError(
+            f"{name} must hold float16, float32 or float64 values, got {kind} dtype {arr.dtype}; "
+            f"convert it first, e.g. {name}.astype(np.float32)"
+        )
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, dim), got shape {arr.shape}; "
+            "reshape it, e.g. x.reshape(len(x), -1)"
+        )
+    if arr.shape[1] < 1:
+        raise ValueError(f"{name} has no columns (shape {arr.shape})")
+    if arr.shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[0]}")
+    return arr
+
+
+def as_pair(
+    images: Any, texts: Any, names: tuple[str, str] = ("images", "texts"), *, min_rows: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated paired arrays of one dtype (float32 only when both are float32)."""
+    x = as_embeddings(images, names[0], min_rows=min_rows)
+    y = as_embeddings(texts, names[1], min_rows=min_rows)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must be paired row by row: got {x.shape[0]} and {y.shape[0]} rows"
+        )
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must live in the same embedding space: got dims "
+            f"{x.shape[1]} and {y.shape[1]}"
+        )
+    if x.dtype != y.dtype:  # mixed precisions are computed in float64
+        x = x.astype(np.float64, copy=False)
+        y = y.astype(np.float64, copy=False)
+    return x, y
+
+
+def check_topq(topq: Any, name: str = "topq") -> float:
+    if isinstance(topq, bool) or not isinstance(topq, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in (0, 1], got {topq!r}")
+    q = float(topq)
+    if not (0.0 < q <= 1.0):
+        raise ValueError(f"{name} must be in (0, 1] (the top fraction of anchor modes kept), got {q}")
+    return q
+
+
+def rename_bad_rows(exc: ValueError, names: dict[str, str], *, offset: int = 0, suffix: str = "") -> ValueError:
+    """Re-word a core BadRowsError with the caller's argument names and row numbering."""
+    name = names.get(getattr(exc, "input", ""), "input")
+    rows = [r + offset for r in exc.rows]
+    listed = ", ".join(str(r) for r in rows) + (", ..." if exc.total > len(rows) else "")
+    noun = "row" if exc.total == 1 else "rows"
+    fix = (
+        "drop or repair those rows before computing alignment metrics"
+        if "non-finite" in exc.problem
+        else "remove those rows (an embedding of all zeros usually means a failed encoder call)"
+    )
+    err = ValueError(f"{name} has {exc.problem} in {exc.total} {noun}: {listed}{suffix}; {fix}")
+    err.rows = rows  # type: ignore[attr-defined]
+    err.input = name  # type: ignore[attr-defined]
+    return err

@@ -1,0 +1,80 @@
+"""One-call metrics on in-memory (or memory-mapped) paired embeddings. Each is one
+streaming pass through the C++ core; see METRICS.md for the definitions."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastsas._validate import as_pair, check_topq
+from fastsas.moments import Moments
+
+
+def _moments(images: Any, texts: Any, names: tuple[str, str], track_unit_rows: bool, threads: int | None) -> Moments:
+    x, y = as_pair(images, texts, names)
+    m = Moments(x.shape[1], track_unit_rows=track_unit_rows, threads=threads)
+    try:
+        m.update(x, y)
+    except ValueError as exc:
+        # Moments names its inputs images/texts; say it with the caller's names.
+        msg = str(exc)
+        if names != ("images", "texts") and msg.startswith(("images ", "texts ")):
+            first, rest = msg.split(" ", 1)
+            msg = f"{names[0] if first == 'images' else names[1]} {rest}"
+        raise ValueError(msg) from None
+    return m
+
+
+def sas(anchor: Any, other: Any, topq: float = 0.1, *, threads: int | None = None) -> float:
+    """Directional Spectral Alignment Score SAS(anchor -> other) in [0, 1].
+
+    anchor, other: (n, d) paired embeddings (row i of each describes the same item).
+    The anchor's covariance eigenbasis defines the modes; each mode's correlation with the
+    other modality is weighted by the anchor eigenvalue, over the top `topq` of modes.
+
+    >>> import fastsas as fs
+    >>> x, y = fs.synthetic.paired_embeddings(2000, 32, seed=0)
+    >>> 0 < fs.sas(x, y) <= 1
+    True
+    """
+    q = check_topq(topq)
+    m = _moments(anchor, other, ("anchor", "other"), False, threads)
+    return m.spectral_profile("i2t").sas(q)
+
+
+def alignment(images: Any, texts: Any, topq: float = 0.1, *, threads: int | None = None) -> dict[str, float]:
+    """Every alignment metric in one pass: SAS both ways, symmetric and imbalance, CKA,
+    CORAL, SVCCA, Delta-cos, RMG (both variants), centroid distances and the cone.
+
+    images, texts: (n, d) float16/32/64 arrays, paired row by row, n >= 2.
+    """
+    q = check_topq(topq)
+    return _moments(images, texts, ("images", "texts"), True, threads).alignment(q)
+
+
+def rmg(images: Any, texts: Any, variant: str = "symmetric", *, threads: int | None = None) -> float:
+    """Relative modality gap. variant="symmetric" (default) uses cosine distances on both
+    sides; variant="paper" reproduces the published code, which sums cosine *similarity*
+    on the image side and cosine *distance* on the text side (METRICS.md)."""
+    if variant not in ("symmetric", "paper"):
+        raise ValueError(f'variant must be "symmetric" or "paper", got {variant!r}')
+    a = _moments(images, texts, ("images", "texts"), True, threads).analysis()
+    return float(a["rmg" if variant == "symmetric" else "rmg_paper"])
+
+
+def _scalar(key: str, doc: str):
+    def metric(images: Any, texts: Any, *, threads: int | None = None) -> float:
+        return float(_moments(images, texts, ("images", "texts"), True, threads).analysis()[key])
+
+    metric.__name__ = key
+    metric.__doc__ = doc
+    return metric
+
+
+delta_cos = _scalar("delta_cos", "Mean matched cosine minus mean unmatched cosine (exact, O(n d)).")
+cka = _scalar("cka", "Linear CKA: ||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F).")
+coral = _scalar("coral", "CORAL distance ||Sx - Sy||_F with unbiased covariances.")
+svcca = _scalar(
+    "svcca",
+    "SVCCA (10 canonical pairs, capped at min(d, n - 1)), computed exactly from the moments.\n\n"
+    "The paper's code takes the top-10 subspace from a randomized SVD without oversampling; "
+    "its values are noisy and biased low, so fastsas does not reproduce them (METRICS.md).",
+)

@@ -1,0 +1,261 @@
+"""Streaming sufficient statistics (`Moments`) and everything computed from them."""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from fastsas import _core
+from fastsas._validate import as_pair, check_topq, rename_bad_rows, resolve_threads
+
+DEFAULT_QS = tuple(round(0.1 * i, 10) for i in range(1, 11))
+
+# Keys of the alignment dict, in report order.
+ALIGNMENT_KEYS = (
+    "sas_i2t", "sas_t2i", "sas_sym", "sas_imbalance", "cka", "coral", "svcca",
+    "delta_cos", "rmg", "rmg_paper", "centroid_euclidean", "centroid_cosine",
+    "cone_images", "cone_texts", "matched_cosine",
+)
+
+
+@dataclass(frozen=True)
+class SpectralProfile:
+    """Per-mode profile of one SAS direction (anchor -> other), modes by descending
+    anchor eigenvalue. Arrays have length dim.
+
+    eigenvalues: l_k of the anchor covariance (biased, negative round-off clipped to 0)
+    a: v_k^T Cov(anchor, other) v_k;  s: v_k^T Cov(other) v_k
+    rho: a_k / sqrt(l_k s_k + 1e-8), the per-mode correlation
+    """
+
+    direction: str
+    eigenvalues: np.ndarray
+    a: np.ndarray
+    s: np.ndarray
+    rho: np.ndarray
+
+    def kept(self, topq: float = 0.1) -> np.ndarray:
+        """Boolean mask of the modes SAS keeps at `topq` (l_k >= quantile(l, 1 - topq))."""
+        q = check_topq(topq)
+        return self.eigenvalues >= _core.quantile_linear(self.eigenvalues, 1.0 - q)
+
+    def weights(self, topq: float = 0.1) -> np.ndarray:
+        """Each mode's weight in SAS at `topq`: l_k / sum of kept l, 0 for dropped modes."""
+        kept = self.kept(topq)
+        w = np.where(kept, self.eigenvalues, 0.0)
+        return w / w.sum()
+
+    def sas(self, topq: float = 0.1) -> float:
+        return float(_core.sas_from_profile(self.eigenvalues, self.rho, check_topq(topq)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction,
+            "eigenvalues": self.eigenvalues.tolist(),
+            "a": self.a.tolist(),
+            "s": self.s.tolist(),
+            "rho": self.rho.tolist(),
+        }
+
+
+_MAGIC = b"FSASMOM"
+_FORMAT_VERSION = 1
+_HEADER = struct.Struct("<7sBqqBBd")  # magic, version, dim, count, has_pilot, tracks, cosine sum
+
+
+class Moments:
+    """Streaming moments of paired embeddings: accumulate chunk by chunk, merge partial
+    states from other threads, processes or machines, then compute every metric.
+
+    >>> import numpy as np, fastsas as fs
+    >>> rng = np.random.default_rng(0)
+    >>> m = fs.Moments(16)
+    >>> for _ in range(3):
+    ...     x = rng.standard_normal((100, 16)); m.update(x, x + 0.1 * rng.standard_normal((100, 16)))
+    >>> round(m.alignment()["sas_i2t"], 2)
+    0.99
+
+    update(images, texts): float32 chunks use float32 block products with float64
+    accumulation; float64 chunks are float64 throughout.
+    """
+
+    def __init__(self, dim: int, *, track_unit_rows: bool = True, threads: int | None = None):
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be a positive integer (the embedding dimension), got {dim!r}")
+        self._core = _core.Moments(int(dim), bool(track_unit_rows))
+        self._threads = threads if threads is None else resolve_threads(threads)
+        self._analysis: dict[str, Any] | None = None
+
+    # -- accumulation -------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._core.dim
+
+    @property
+    def n(self) -> int:
+        """Number of pairs accumulated."""
+        return self._core.count
+
+    @property
+    def tracks_unit_rows(self) -> bool:
+        return self._core.tracks_unit_rows
+
+    def update(self, images: Any, texts: Any) -> "Moments":
+        """Add a chunk of paired rows (n_chunk x dim each). All-or-nothing: a chunk with a
+        bad row (NaN/Inf, or all zeros) raises ValueError naming it and adds nothing."""
+        x, y = as_pair(images, texts, min_rows=0)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"images has dim {x.shape[1]} but this Moments was created with dim {self.dim}")
+        try:
+            self._core.update(x, y, resolve_threads(self._threads))
+        except _core.BadRowsError as exc:
+            suffix = f" (rows of this chunk; {self.n} rows were added before it)" if self.n else ""
+            raise rename_bad_rows(exc, {"x": "images", "y": "texts"}, suffix=suffix) from None
+        self._analysis = None
+        return self
+
+    def merge(self, other: "Moments") -> "Moments":
+        """Add another partial state in place; the same as one pass over both inputs."""
+        if not isinstance(other, Moments):
+            raise TypeError(f"other must be a fastsas.Moments, got {type(other).__name__}")
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge Moments of dim {other.dim} into Moments of dim {self.dim}")
+        if other.tracks_unit_rows != self.tracks_unit_rows:
+            raise ValueError("cannot merge Moments with different track_unit_rows settings")
+        self._core.merge(other._core)
+        self._analysis = None
+        return self
+
+    def copy(self) -> "Moments":
+        out = Moments.__new__(Moments)
+        out._core = self._core.copy()
+        out._threads = self._threads
+        out._analysis = self._analysis
+        return out
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[tuple[Any, Any]], dim: int | None = None, **kwargs: Any) -> "Moments":
+        """Accumulate an iterable of (images_chunk, texts_chunk) pairs."""
+        m: Moments | None = None if dim is None else cls(dim, **kwargs)
+        for x, y in chunks:
+            if m is None:
+                m = cls(np.shape(x)[1], **kwargs)
+            m.update(x, y)
+        if m is None:
+            raise ValueError("chunks yielded nothing and no dim was given")
+        return m
+
+    # -- derived statistics ---------------------------------------------------------------
+    def mean_images(self) -> np.ndarray:
+        return self._core.mean()[: self.dim]
+
+    def mean_texts(self) -> np.ndarray:
+        return self._core.mean()[self.dim:]
+
+    def covariance(self) -> np.ndarray:
+        """Biased joint covariance of [images texts], (2 dim) x (2 dim)."""
+        self._need(1)
+        return self._core.centered_scatter() / self.n
+
+    def _need(self, rows: int) -> None:
+        if self.n < rows:
+            raise ValueError(f"needs at least {rows} pairs, this Moments has {self.n}")
+
+    def analysis(self) -> dict[str, Any]:
+        """The q-independent analysis (both spectral profiles and every other metric),
+        computed once and cached until the next update or merge."""
+        if self._analysis is None:
+            self._need(2)
+            try:
+                self._analysis = _core.analyze(self._core, resolve_threads(self._threads), 10, False)
+            except ValueError as exc:
+                raise ValueError(f"cannot analyse these moments: {exc}") from None
+        return self._analysis
+
+    def spectral_profile(self, direction: str = "i2t") -> SpectralProfile:
+        """Per-mode profile of SAS(I->T) (`"i2t"`, anchor images) or SAS(T->I) (`"t2i"`)."""
+        if direction not in ("i2t", "t2i"):
+            raise ValueError(f'direction must be "i2t" or "t2i", got {direction!r}')
+        p = self.analysis()[direction]
+        return SpectralProfile(direction, p["eigenvalues"], p["a"], p["s"], p["rho"])
+
+    def sas_sweep(self, qs: Iterable[float] = DEFAULT_QS) -> dict[str, np.ndarray]:
+        """SAS in both directions for every q, from one eigendecomposition per direction."""
+        qs = np.array([check_topq(q, "qs") for q in qs], dtype=np.float64)
+        i2t, t2i = self.spectral_profile("i2t"), self.spectral_profile("t2i")
+        return {
+            "q": qs,
+            "sas_i2t": np.array([i2t.sas(q) for q in qs]),
+            "sas_t2i": np.array([t2i.sas(q) for q in qs]),
+        }
+
+    def gap_vector(self) -> np.ndarray:
+        """mean of unit image rows minus mean of unit text rows (the modality gap)."""
+        self._require_unit_rows("the gap vector")
+        self._need(1)
+        u = self._core.unit_sum() / self.n
+        return u[: self.dim] - u[self.dim:]
+
+    def _require_unit_rows(self, what: str) -> None:
+        if not self.tracks_unit_rows:
+            raise ValueError(f"{what} needs Moments(..., track_unit_rows=True)")
+
+    def alignment(self, topq: float = 0.1) -> dict[str, float]:
+        """Every alignment metric of METRICS.md, as a dict of floats (plus n)."""
+        q = check_topq(topq)
+        self._require_unit_rows("alignment()")
+        a = self.analysis()
+        i2t = self.spectral_profile("i2t").sas(q)
+        t2i = self.spectral_profile("t2i").sas(q)
+        out: dict[str, Any] = {
+            "sas_i2t": i2t,
+            "sas_t2i": t2i,
+            "sas_sym": 0.5 * (i2t + t2i),
+            "sas_imbalance": i2t - t2i,
+        }
+        for key in ALIGNMENT_KEYS[4:]:
+            out[key] = float(a[key])
+        out["n"] = int(self.n)
+        out["topq"] = q
+        return out
+
+    # -- byte form ------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Compact versioned byte form (little-endian float64, upper triangle only)."""
+        s = self._core.state()
+        d2 = 2 * self.dim
+        upper = np.asarray(s["shifted_scatter"])[np.triu_indices(d2)]
+        header = _HEADER.pack(_MAGIC, _FORMAT_VERSION, self.dim, s["count"], int(s["has_pilot"]),
+                              int(self.tracks_unit_rows), s["matched_cosine_sum"])
+        body = np.concatenate([s["pilot"], s["shifted_sum"], s["unit_sum"], upper]).astype("<f8")
+        return header + body.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Moments":
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < _HEADER.size or data[:7] != _MAGIC:
+            raise ValueError("data is not a fastsas Moments byte form (bad magic)")
+        magic, version, dim, count, has_pilot, tracks, cos_sum = _HEADER.unpack_from(data)
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"Moments byte form version {version} is not supported (this fastsas reads {_FORMAT_VERSION})")
+        d2 = 2 * dim
+        expected = _HEADER.size + 8 * (3 * d2 + d2 * (d2 + 1) // 2)
+        if len(data) != expected:
+            raise ValueError(f"Moments byte form is truncated or padded: {len(data)} bytes, expected {expected}")
+        body = np.frombuffer(data, dtype="<f8", offset=_HEADER.size).astype(np.float64)
+        pilot, shifted_sum, unit_sum = body[:d2], body[d2:2 * d2], body[2 * d2:3 * d2]
+        scatter = np.zeros((d2, d2))
+        scatter[np.triu_indices(d2)] = body[3 * d2:]
+        m = cls(dim, track_unit_rows=bool(tracks))
+        m._core.restore(count, bool(has_pilot), pilot, shifted_sum, np.asfortranarray(scatter), unit_sum, cos_sum)
+        return m
+
+    def __reduce__(self):
+        return (Moments.from_bytes, (self.to_bytes(),))
+
+    def __repr__(self) -> str:
+        return f"Moments(dim={self.dim}, n={self.n})"
