@@ -10,11 +10,13 @@ from fastsas import synthetic
 from fastsas._core import DEFINITIONS_VERSION
 from fastsas._validate import set_num_threads
 from fastsas.metrics import alignment, cka, coral, delta_cos, rmg, sas, svcca
+from fastsas.mmd import mmd
 from fastsas.moments import Moments, SpectralProfile
+from fastsas.retrieval import retrieval
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFINITIONS_VERSION", "Moments", "SpectralProfile", "alignment", "cka", "coral",
-    "delta_cos", "rmg", "sas", "set_num_threads", "svcca", "synthetic", "__version__",
+    "delta_cos", "mmd", "retrieval", "rmg", "sas", "set_num_threads", "svcca", "synthetic", "__version__",
 ]

@@ -1,0 +1,22 @@
+import numpy as np
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    # GPU tests are skipped, never passed, when no GPU is visible.
+    try:
+        import cupy  # noqa: F401
+
+        has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - any failure means no usable GPU
+        has_gpu = False
+    if not has_gpu:
+        skip = pytest.mark.skip(reason="no CUDA GPU visible to CuPy")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
