@@ -1,0 +1,5 @@
+import sys
+
+from fastsas.cli import main
+
+sys.exit(main())
