@@ -117,3 +117,23 @@ def test_from_chunks():
     m = fs.Moments.from_chunks(chunks)
     assert m.n == 2000
     _close(m.alignment(), fs.alignment(x, y), 1e-6, x, y)
+
+
+def test_concurrent_updates_from_python_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, y = fs.synthetic.paired_embeddings(8000, 24, seed=10, dtype=np.float64)
+    m = fs.Moments(24)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: m.update(x[i:i + 500], y[i:i + 500]), range(0, 8000, 500)))
+    assert m.n == 8000
+    _close(m.alignment(), fs.alignment(x, y), 1e-12, x, y)
+
+
+def test_merge_with_itself_doubles_the_data():
+    x, y = fs.synthetic.paired_embeddings(1000, 12, seed=11, dtype=np.float64)
+    m = fs.Moments(12).update(x, y).merge(fs.Moments(12).update(x, y))
+    s = fs.Moments(12).update(x, y)
+    s.merge(s)
+    assert s.n == 2000
+    _close(s.alignment(), m.alignment(), 1e-12, x, y)

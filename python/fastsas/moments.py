@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -87,6 +88,8 @@ class Moments:
         self._core = _core.Moments(int(dim), bool(track_unit_rows))
         self._threads = threads if threads is None else resolve_threads(threads)
         self._analysis: dict[str, Any] | None = None
+        # The core runs without the GIL: concurrent calls on one object take turns.
+        self._lock = threading.Lock()
 
     # -- accumulation -------------------------------------------------------------------
     @property
@@ -109,11 +112,12 @@ class Moments:
         if x.shape[1] != self.dim:
             raise ValueError(f"images has dim {x.shape[1]} but this Moments was created with dim {self.dim}")
         try:
-            self._core.update(x, y, resolve_threads(self._threads))
+            with self._lock:
+                self._core.update(x, y, resolve_threads(self._threads))
+                self._analysis = None
         except _core.BadRowsError as exc:
             suffix = f" (rows of this chunk; {self.n} rows were added before it)" if self.n else ""
             raise rename_bad_rows(exc, {"x": "images", "y": "texts"}, suffix=suffix) from None
-        self._analysis = None
         return self
 
     def merge(self, other: "Moments") -> "Moments":
@@ -124,15 +128,20 @@ class Moments:
             raise ValueError(f"cannot merge Moments of dim {other.dim} into Moments of dim {self.dim}")
         if other.tracks_unit_rows != self.tracks_unit_rows:
             raise ValueError("cannot merge Moments with different track_unit_rows settings")
-        self._core.merge(other._core)
-        self._analysis = None
+        if other is self:
+            other = self.copy()
+        with self._lock, other._lock:
+            self._core.merge(other._core)
+            self._analysis = None
         return self
 
     def copy(self) -> "Moments":
         out = Moments.__new__(Moments)
-        out._core = self._core.copy()
+        with self._lock:
+            out._core = self._core.copy()
+            out._analysis = self._analysis
         out._threads = self._threads
-        out._analysis = self._analysis
+        out._lock = threading.Lock()
         return out
 
     @classmethod
@@ -169,7 +178,8 @@ class Moments:
         if self._analysis is None:
             self._need(2)
             try:
-                self._analysis = _core.analyze(self._core, resolve_threads(self._threads), 10, False)
+                with self._lock:
+                    self._analysis = _core.analyze(self._core, resolve_threads(self._threads), 10, False)
             except ValueError as exc:
                 raise ValueError(f"cannot analyse these moments: {exc}") from None
         return self._analysis
