@@ -87,6 +87,8 @@ fastsas::SpectralProfile profile_from(const Eigen::VectorXd& eigenvalues, const 
 
 }  // namespace
 
+void register_pairwise(pybind11::module_& m);
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastsas C++ core: streaming moments, spectral alignment and covariance-family metrics";
   m.attr("DEFINITIONS_VERSION") = fastsas::kDefinitionsVersion;
@@ -156,4 +158,6 @@ PYBIND11_MODULE(_core, m) {
       py::arg("eigenvalues"), py::arg("rho"), py::arg("q"));
 
   m.def("quantile_linear", &fastsas::quantile_linear, py::arg("values"), py::arg("p"));
+
+  register_pairwise(m);
 }

@@ -1,0 +1,138 @@
+// Bindings of the pairwise kernels (retrieval ranks, MMD): NumPy buffers to strided views,
+// dtype and shape checks, the GIL released around the heavy work. BadRowsError is translated
+// by the translator registered in module.cpp.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fastsas/pairwise.hpp"
+
+namespace py = pybind11;
+using fastsas::Index;
+
+namespace {
+
+template <class T>
+fastsas::MatrixView<T> pairwise_view(const py::array& a, const char* name) {
+  if (a.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D");
+  const auto item = static_cast<Index>(sizeof(T));
+  if (a.strides(0) % item != 0 || a.strides(1) % item != 0)
+    throw py::value_error(std::string(name) + " has strides that are not a multiple of its item size");
+  fastsas::MatrixView<T> v;
+  v.data = static_cast<const T*>(a.data());
+  v.rows = a.shape(0);
+  v.cols = a.shape(1);
+  v.row_stride = a.strides(0) / item;
+  v.col_stride = a.strides(1) / item;
+  return v;
+}
+
+using Codes = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>;
+
+template <class V>
+py::array_t<V> to_numpy(std::vector<V>&& v, Index rows, Index cols) {
+  auto* heap = new std::vector<V>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<V>*>(p); });
+  if (cols < 0) return py::array_t<V>({static_cast<py::ssize_t>(rows)}, heap->data(), owner);
+  return py::array_t<V>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)}, heap->data(), owner);
+}
+
+template <class T>
+py::dict retrieval_typed(const py::array& x, const py::array& y, const py::object& image_codes,
+                         const py::object& text_codes, const fastsas::RetrievalOptions& opt) {
+  const auto xv = pairwise_view<T>(x, "images");
+  const auto yv = pairwise_view<T>(y, "texts");
+  if (image_codes.is_none() != text_codes.is_none())
+    throw py::value_error("give image_codes and text_codes, or neither");
+  Codes ic, tc;
+  const std::int32_t *icp = nullptr, *tcp = nullptr;
+  if (!image_codes.is_none()) {
+    ic = Codes::ensure(image_codes);
+    tc = Codes::ensure(text_codes);
+    if (!ic || !tc) throw py::type_error("image_codes and text_codes must be integer arrays");
+    if (ic.ndim() != 1 || ic.shape(0) != xv.rows)
+      throw py::value_error("image_codes must be 1-D with one code per image");
+    if (tc.ndim() != 1 || tc.shape(0) != yv.rows)
+      throw py::value_error("text_codes must be 1-D with one code per text");
+    icp = ic.data();
+    tcp = tc.data();
+  }
+  fastsas::RetrievalResult r;
+  {
+    py::gil_scoped_release release;
+    r = fastsas::retrieval(xv, yv, icp, tcp, opt);
+  }
+  py::dict out;
+  const Index n = xv.rows, m = yv.rows;
+  out["image_ranks"] = to_numpy(std::move(r.image_ranks), n, -1);
+  out["text_ranks"] = to_numpy(std::move(r.text_ranks), m, -1);
+  out["rechecked"] = r.rechecked;
+  if (r.topk > 0) {
+    out["image_topk"] = to_numpy(std::move(r.image_topk), n, r.topk);
+    out["image_topk_sim"] = to_numpy(std::move(r.image_topk_sim), n, r.topk);
+    out["text_topk"] = to_numpy(std::move(r.text_topk), m, r.topk);
+    out["text_topk_sim"] = to_numpy(std::move(r.text_topk_sim), m, r.topk);
+  }
+  return out;
+}
+
+template <class T>
+py::dict mmd_typed(const py::array& x, const py::array& y, double sigma, const fastsas::MmdOptions& opt) {
+  const auto xv = pairwise_view<T>(x, "x");
+  const auto yv = pairwise_view<T>(y, "y");
+  fastsas::MmdResult r;
+  {
+    py::gil_scoped_release release;
+    r = fastsas::mmd(xv, yv, sigma, opt);
+  }
+  py::dict out;
+  out["mmd"] = r.mmd;
+  out["mean_kxx"] = r.mean_kxx;
+  out["mean_kyy"] = r.mean_kyy;
+  out["mean_kxy"] = r.mean_kxy;
+  return out;
+}
+
+}  // namespace
+
+void register_pairwise(py::module_& m) {
+  m.attr("RETRIEVAL_TILE_ROWS") = fastsas::kRetrievalTileRows;
+  m.attr("RETRIEVAL_TILE_COLS") = fastsas::kRetrievalTileCols;
+  m.attr("MMD_TILE") = fastsas::kMmdTile;
+
+  m.def(
+      "retrieval",
+      [](const py::array& x, const py::array& y, const py::object& image_codes, const py::object& text_codes,
+         Index tile_rows, Index tile_cols, int threads, Index topk) {
+        if (!x.dtype().is(y.dtype())) throw py::type_error("images and texts must have the same dtype");
+        fastsas::RetrievalOptions opt;
+        opt.tile_rows = tile_rows;
+        opt.tile_cols = tile_cols;
+        opt.threads = threads;
+        opt.topk = topk;
+        if (x.dtype().is(py::dtype::of<float>())) return retrieval_typed<float>(x, y, image_codes, text_codes, opt);
+        if (x.dtype().is(py::dtype::of<double>()))
+          return retrieval_typed<double>(x, y, image_codes, text_codes, opt);
+        throw py::type_error("images and texts must be float32 or float64 arrays");
+      },
+      py::arg("x"), py::arg("y"), py::arg("image_codes") = py::none(), py::arg("text_codes") = py::none(),
+      py::arg("tile_rows") = 0, py::arg("tile_cols") = 0, py::arg("threads") = 1, py::arg("topk") = 0,
+      "Exact bidirectional retrieval ranks (0 for a query without a match) and optional top-k.");
+
+  m.def(
+      "mmd",
+      [](const py::array& x, const py::array& y, double sigma, Index tile, int threads) {
+        if (!x.dtype().is(y.dtype())) throw py::type_error("x and y must have the same dtype");
+        fastsas::MmdOptions opt;
+        opt.tile = tile;
+        opt.threads = threads;
+        if (x.dtype().is(py::dtype::of<float>())) return mmd_typed<float>(x, y, sigma, opt);
+        if (x.dtype().is(py::dtype::of<double>())) return mmd_typed<double>(x, y, sigma, opt);
+        throw py::type_error("x and y must be float32 or float64 arrays");
+      },
+      py::arg("x"), py::arg("y"), py::arg("sigma"), py::arg("tile") = 0, py::arg("threads") = 1,
+      "Exact biased RBF MMD (x100) with the kernel means.");
+}

@@ -1,0 +1,99 @@
+// The pairwise kernels that truly need n^2 work: exact bidirectional cosine retrieval ranks
+// and the exact RBF MMD. Both stream tiles of an (n x m) product through one GEMM per tile
+// (OpenBLAS, in the input's own precision) and reduce each tile on the fly, so memory is
+// O(tile + (n + m) d) whatever n is. Definitions: shared/METRICS.md ("Retrieval", "MMD").
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "fastsas/moments.hpp"
+
+namespace fastsas {
+
+// ------------------------------------------------------------------------------ retrieval
+//
+// Rank of a query = 1 + the number of non-matching candidates whose similarity to it is
+// strictly greater than the best similarity among its own matches.
+//
+// Exactness. Every similarity is *defined* as the "canonical" dot product of the two
+// L2-normalised rows (rows normalised in float64, stored in the input's precision T, then
+// multiplied exactly and summed in float64 in a fixed order: one pure function of the two
+// rows). The tiles come from a T-precision GEMM whose error against that value has a
+// rigorous bound (gamma_d); a tile entry decides a comparison only when it lies outside that
+// band around the query's threshold, and every entry inside the band is re-decided with the
+// canonical dot product. So ranks do not depend on the GEMM's rounding, the tile size or the
+// thread count; exact ties (duplicated candidates) are ties; a match is excluded by id and
+// never counts against its own query.
+struct RetrievalOptions {
+  Index tile_rows = 0;   // images per tile (0: default)
+  Index tile_cols = 0;   // texts per tile (0: default)
+  int threads = 1;
+  Index topk = 0;        // also keep the top-k retrieved candidates of every query
+};
+
+struct RetrievalResult {
+  // Rank of every image (over texts) and every text (over images); 0 for a query with no
+  // match (it is excluded from the metrics and counted).
+  std::vector<std::int64_t> image_ranks, text_ranks;
+  // Row-major (n_images x topk) text indices, best first, and their tile similarities;
+  // likewise (n_texts x topk) image indices. Empty unless topk > 0. Padded with -1 / NaN
+  // when the gallery is smaller than topk. Ties are broken by the smaller index.
+  std::vector<std::int64_t> image_topk, text_topk;
+  std::vector<double> image_topk_sim, text_topk_sim;
+  Index topk = 0;
+  // Tile entries that fell inside the rounding band and were re-decided exactly.
+  std::int64_t rechecked = 0;
+};
+
+inline constexpr Index kRetrievalTileRows = 512;
+inline constexpr Index kRetrievalTileCols = 1024;
+
+// x: images (n x d), y: texts (m x d). `image_codes` / `text_codes`: non-negative int32 ids
+// (equal codes match), or both null for row i <-> row i (needs n == m). Rows are refused
+// (BadRowsError, input "x" or "y") when non-finite or of zero norm.
+template <class T>
+RetrievalResult retrieval(const MatrixView<T>& x, const MatrixView<T>& y, const std::int32_t* image_codes,
+                          const std::int32_t* text_codes, const RetrievalOptions& options);
+
+// ------------------------------------------------------------------------------ MMD
+//
+// MMD = 100 (mean K(x_i, x_j) + mean K(y_i, y_j) - 2 mean K(x_i, y_j)), all pairs including
+// i = j, K(a, b) = exp(-||a - b||^2 / (2 sigma^2)). Both inputs are first shifted by their
+// joint mean (distances are unchanged, cancellation in ||a||^2 + ||b||^2 - 2 a.b is not),
+// each tile is one GEMM in precision T followed by exp and a float64 sum in the same pass,
+// K(x, x) and K(y, y) use only the tiles on and above the diagonal, and tile sums are added
+// in a fixed order: the same bits for any thread count.
+struct MmdOptions {
+  Index tile = 0;  // rows and columns per tile (0: default)
+  int threads = 1;
+};
+
+struct MmdResult {
+  double mean_kxx = 0, mean_kyy = 0, mean_kxy = 0;
+  double mmd = 0;  // paper scaling (x100)
+};
+
+inline constexpr Index kMmdTile = 512;
+
+// x (n x d), y (m x d), sigma > 0. Non-finite rows raise BadRowsError ("x" or "y").
+template <class T>
+MmdResult mmd(const MatrixView<T>& x, const MatrixView<T>& y, double sigma, const MmdOptions& options);
+
+namespace detail {
+
+// A contiguous row-major copy of `v` (rows x cols), L2-normalised per row when `normalise`.
+// Non-finite rows (and, when normalising, zero-norm rows) raise BadRowsError naming `input`.
+template <class T>
+std::vector<T> pack_rows(const MatrixView<T>& v, const char* input, bool normalise, int threads);
+
+// C (m x n, row-major, leading dimension ldc) = A (m x k, row-major, lda) * B (n x k, row-major,
+// ldb)^T through OpenBLAS on the calling thread.
+void gemm_nt(Index m, Index n, Index k, const float* a, Index lda, const float* b, Index ldb, float* c,
+             Index ldc);
+void gemm_nt(Index m, Index n, Index k, const double* a, Index lda, const double* b, Index ldb, double* c,
+             Index ldc);
+
+}  // namespace detail
+
+}  // namespace fastsas

@@ -1,0 +1,201 @@
+"""Exact bidirectional cosine retrieval (METRICS.md "Retrieval"), streamed through tiles of
+one GEMM in the C++ core: never an n x n matrix in memory."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from fastsas import _core
+from fastsas._validate import as_embeddings, rename_bad_rows, resolve_threads
+
+__all__ = ["retrieval"]
+
+_NAMES = {"x": "images", "y": "texts"}
+
+
+def _as_id_array(ids: Any, name: str, rows: int, side: str) -> np.ndarray:
+    try:
+        arr = np.asarray(ids)
+    except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
+        raise TypeError(f"{name} must be a 1-D sequence of ids, one per {side} row: {exc}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one id per {side} row), got shape {arr.shape}")
+    if arr.shape[0] != rows:
+        raise ValueError(f"{name} has {arr.shape[0]} ids but there are {rows} {side} rows; give one id per row")
+    return arr
+
+
+def _codes(image_ids: Any, text_ids: Any, n_images: int, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Equal ids -> equal int32 codes (ids may be ints, strings or any hashable values)."""
+    a = _as_id_array(image_ids, "image_ids", n_images, "image")
+    b = _as_id_array(text_ids, "text_ids", n_texts, "text")
+    kinds_numeric = a.dtype.kind in "iub" and b.dtype.kind in "iub"
+    kinds_string = a.dtype.kind in "US" and b.dtype.kind == a.dtype.kind
+    if kinds_numeric or kinds_string:
+        _, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+        inverse = inverse.reshape(-1).astype(np.int32)
+        return inverse[:n_images], inverse[n_images:]
+    # Anything else (floats, objects, mixed kinds): Python equality through a dict.
+    table: dict[Any, int] = {}
+    out = []
+    for name, arr in (("image_ids", a), ("text_ids", b)):
+        codes = np.empty(arr.shape[0], dtype=np.int32)
+        for i, v in enumerate(arr.tolist()):
+            try:
+                codes[i] = table.setdefault(v, len(table))
+            except TypeError as exc:
+                raise TypeError(f"{name}[{i}] = {v!r} is not hashable; ids must be hashable values") from exc
+        out.append(codes)
+    return out[0], out[1]
+
+
+def _check_ks(ks: Any, n_images: int, n_texts: int) -> tuple[int, ...]:
+    if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
+        ks = (ks,)
+    try:
+        items = list(ks)
+    except TypeError:
+        raise TypeError(f"ks must be a sequence of positive integers such as (1, 5, 10), got {ks!r}") from None
+    if not items:
+        raise ValueError("ks is empty: give at least one cutoff, e.g. ks=(1, 5, 10)")
+    out = []
+    for k in items:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"ks must hold integers, got {k!r} in ks={tuple(items)!r}")
+        if k < 1:
+            raise ValueError(f"every k in ks must be >= 1, got {int(k)} in ks={tuple(int(v) for v in items)}")
+        out.append(int(k))
+    if len(set(out)) != len(out):
+        raise ValueError(f"ks has repeated values: {tuple(out)}")
+    gallery = min(n_images, n_texts)
+    too_big = [k for k in out if k > gallery]
+    if too_big:
+        raise ValueError(
+            f"ks={tuple(out)} has k larger than the gallery: {too_big} > "
+            f"min(n_images={n_images}, n_texts={n_texts}) = {gallery}; R@k would be trivially 1"
+        )
+    return tuple(out)
+
+
+def _check_tile(tile: Any) -> tuple[int, int]:
+    if tile is None:
+        return 0, 0
+    if isinstance(tile, (int, np.integer)) and not isinstance(tile, bool):
+        tile = (tile, tile)
+    try:
+        rows, cols = (int(t) for t in tile)
+    except (TypeError, ValueError):
+        raise TypeError(f"tile must be None, a positive int or a pair (rows, cols), got {tile!r}") from None
+    if rows < 1 or cols < 1:
+        raise ValueError(f"tile must be positive, got {tile!r}")
+    return rows, cols
+
+
+def retrieval(
+    images: Any,
+    texts: Any,
+    image_ids: Any = None,
+    text_ids: Any = None,
+    ks: Sequence[int] = (1, 5, 10),
+    return_ranks: bool = False,
+    *,
+    return_topk: int = 0,
+    threads: int | None = None,
+    tile: int | tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Exact bidirectional cosine retrieval: R@k, rSum, median / mean rank and MRR.
+
+    images: (n_images, d), texts: (n_texts, d) float16/32/64 arrays (float32 and float64
+    are computed in their own precision without a copy of the input; mixed precisions in
+    float64). Rows are L2-normalised (zero-norm and non-finite rows are refused, naming them).
+
+    Ground truth: an image and a text match when their ids are equal. By default (both ids
+    None) row i of ``images`` matches row i of ``texts``. COCO (5 captions per image): give
+    ``image_ids = arange(n_images)`` and ``text_ids`` the image of every caption; several
+    images per report works the same way. Ids may be ints, strings or any hashable values.
+
+    rank of a query = 1 + the number of non-matching candidates strictly more similar than
+    the query's best match (ties count in the query's favour; a match never counts against
+    its query). Queries with no match are excluded from every metric and counted in
+    ``i2t_unmatched`` / ``t2i_unmatched``.
+
+    Returns a dict: ``i2t_r{k}``, ``t2i_r{k}`` (fractions in [0, 1]) for every k in ``ks``;
+    ``rsum`` = 100 * sum over ``ks`` of (i2t R@k + t2i R@k) (METRICS.md's rSum with the
+    default ks = (1, 5, 10)); ``i2t_median_rank``, ``t2i_median_rank``, ``i2t_mean_rank``,
+    ``t2i_mean_rank``, ``i2t_mrr``, ``t2i_mrr``; ``n_images``, ``n_texts``,
+    ``i2t_unmatched``, ``t2i_unmatched``. With ``return_ranks`` also ``i2t_ranks`` (int64,
+    the ranks of the *matched* image queries only, in row order, as the NumPy reference
+    returns them), ``i2t_queries`` (their row numbers), and ``t2i_ranks`` / ``t2i_queries``
+    likewise over texts. With ``return_topk=k`` also ``i2t_topk`` (n_images, k) text rows,
+    best first, ``i2t_topk_sim`` their cosine similarities, and ``t2i_topk`` /
+    ``t2i_topk_sim`` (n_texts, k) (padded with -1 / NaN when the gallery is smaller than k;
+    costs threads * n_texts * k extra memory).
+
+    ``threads``: worker threads (None: the fastsas default). ``tile``: rows per tile, or
+    (image rows, text columns); results do not depend on either.
+
+    >>> import numpy as np, fastsas as fs
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((1000, 64)).astype(np.float32)
+    >>> r = fs.retrieval(x, x + 0.5 * rng.standard_normal(x.shape).astype(np.float32))
+    >>> 0.0 <= r["i2t_r1"] <= r["i2t_r5"] <= r["i2t_r10"] <= 1.0
+    True
+    """
+    x = as_embeddings(images, "images", min_rows=1)
+    y = as_embeddings(texts, "texts", min_rows=1)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"images and texts must live in the same embedding space: got dims {x.shape[1]} and {y.shape[1]}"
+        )
+    if x.dtype != y.dtype:
+        x = x.astype(np.float64, copy=False)
+        y = y.astype(np.float64, copy=False)
+    n_images, n_texts = x.shape[0], y.shape[0]
+    if (image_ids is None) != (text_ids is None):
+        given = "image_ids" if image_ids is not None else "text_ids"
+        missing = "text_ids" if image_ids is not None else "image_ids"
+        raise ValueError(f"{given} was given but {missing} was not: give both id arrays, or neither")
+    if image_ids is None:
+        if n_images != n_texts:
+            raise ValueError(
+                f"images and texts have {n_images} and {n_texts} rows: without image_ids / text_ids "
+                "row i of images matches row i of texts, so give ids when the counts differ"
+            )
+        icodes = tcodes = None
+    else:
+        icodes, tcodes = _codes(image_ids, text_ids, n_images, n_texts)
+        if not np.isin(icodes, tcodes).any():
+            raise ValueError("no image id equals any text id (image_ids vs text_ids): nothing to retrieve")
+    ks = _check_ks(ks, n_images, n_texts)
+    if isinstance(return_topk, bool) or not isinstance(return_topk, (int, np.integer)) or return_topk < 0:
+        raise ValueError(f"return_topk must be a non-negative integer, got {return_topk!r}")
+    tile_rows, tile_cols = _check_tile(tile)
+    nthreads = resolve_threads(threads)
+
+    try:
+        core = _core.retrieval(x, y, icodes, tcodes, tile_rows, tile_cols, nthreads, int(return_topk))
+    except _core.BadRowsError as exc:
+        raise rename_bad_rows(exc, _NAMES) from None
+
+    out: dict[str, Any] = {"n_images": int(n_images), "n_texts": int(n_texts)}
+    for name, key in (("i2t", "image_ranks"), ("t2i", "text_ranks")):
+        all_ranks = core[key]
+        queries = np.flatnonzero(all_ranks > 0)
+        r = all_ranks[queries]
+        out[f"{name}_unmatched"] = int(all_ranks.shape[0] - queries.shape[0])
+        for k in ks:
+            out[f"{name}_r{k}"] = float(np.mean(r <= k))
+        out[f"{name}_median_rank"] = float(np.median(r))
+        out[f"{name}_mean_rank"] = float(np.mean(r))
+        out[f"{name}_mrr"] = float(np.mean(1.0 / r))
+        if return_ranks:
+            out[f"{name}_ranks"] = r
+            out[f"{name}_queries"] = queries.astype(np.int64)
+    out["rsum"] = float(100.0 * sum(out[f"i2t_r{k}"] + out[f"t2i_r{k}"] for k in ks))
+    if return_topk:
+        out["i2t_topk"] = core["image_topk"]
+        out["i2t_topk_sim"] = core["image_topk_sim"]
+        out["t2i_topk"] = core["text_topk"]
+        out["t2i_topk_sim"] = core["text_topk_sim"]
+    return out
