@@ -9,6 +9,7 @@
 #include <string>
 
 #include "fastsas/moments.hpp"
+#include "views.hpp"
 #include "fastsas/spectral.hpp"
 
 namespace py = pybind11;
@@ -16,25 +17,11 @@ using fastsas::Index;
 
 namespace {
 
-template <class T>
-fastsas::MatrixView<T> view_of(const py::array& a, const char* name) {
-  if (a.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D");
-  const auto item = static_cast<Index>(sizeof(T));
-  if (a.strides(0) % item != 0 || a.strides(1) % item != 0)
-    throw py::value_error(std::string(name) + " has strides that are not a multiple of its item size");
-  fastsas::MatrixView<T> v;
-  v.data = static_cast<const T*>(a.data());
-  v.rows = a.shape(0);
-  v.cols = a.shape(1);
-  v.row_stride = a.strides(0) / item;
-  v.col_stride = a.strides(1) / item;
-  return v;
-}
 
 template <class T>
 void update_typed(fastsas::Moments& m, const py::array& x, const py::array& y, int threads) {
-  const auto xv = view_of<T>(x, "x");
-  const auto yv = view_of<T>(y, "y");
+  const auto xv = fastsas::bindings::view_of<T>(x, "x");
+  const auto yv = fastsas::bindings::view_of<T>(y, "y");
   py::gil_scoped_release release;
   m.update(xv, yv, threads);
 }

@@ -9,26 +9,13 @@
 #include <vector>
 
 #include "fastsas/pairwise.hpp"
+#include "views.hpp"
 
 namespace py = pybind11;
 using fastsas::Index;
 
 namespace {
 
-template <class T>
-fastsas::MatrixView<T> pairwise_view(const py::array& a, const char* name) {
-  if (a.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D");
-  const auto item = static_cast<Index>(sizeof(T));
-  if (a.strides(0) % item != 0 || a.strides(1) % item != 0)
-    throw py::value_error(std::string(name) + " has strides that are not a multiple of its item size");
-  fastsas::MatrixView<T> v;
-  v.data = static_cast<const T*>(a.data());
-  v.rows = a.shape(0);
-  v.cols = a.shape(1);
-  v.row_stride = a.strides(0) / item;
-  v.col_stride = a.strides(1) / item;
-  return v;
-}
 
 using Codes = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>;
 
@@ -43,8 +30,8 @@ py::array_t<V> to_numpy(std::vector<V>&& v, Index rows, Index cols) {
 template <class T>
 py::dict retrieval_typed(const py::array& x, const py::array& y, const py::object& image_codes,
                          const py::object& text_codes, const fastsas::RetrievalOptions& opt) {
-  const auto xv = pairwise_view<T>(x, "images");
-  const auto yv = pairwise_view<T>(y, "texts");
+  const auto xv = fastsas::bindings::view_of<T>(x, "images");
+  const auto yv = fastsas::bindings::view_of<T>(y, "texts");
   if (image_codes.is_none() != text_codes.is_none())
     throw py::value_error("give image_codes and text_codes, or neither");
   Codes ic, tc;
@@ -81,8 +68,8 @@ py::dict retrieval_typed(const py::array& x, const py::array& y, const py::objec
 
 template <class T>
 py::dict mmd_typed(const py::array& x, const py::array& y, double sigma, const fastsas::MmdOptions& opt) {
-  const auto xv = pairwise_view<T>(x, "x");
-  const auto yv = pairwise_view<T>(y, "y");
+  const auto xv = fastsas::bindings::view_of<T>(x, "x");
+  const auto yv = fastsas::bindings::view_of<T>(y, "y");
   fastsas::MmdResult r;
   {
     py::gil_scoped_release release;
