@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     align = sub.add_parser("align", help="alignment of two .npy files (streamed, any size)")
     align.add_argument("images", help="(n, d) float .npy of image embeddings")
     align.add_argument("texts", help="(n, d) float .npy of text embeddings, row i paired with images row i")
-    align.add_argument("--chunk-rows", type=int, default=65536)
+    align.add_argument("--chunk-rows", type=int, default=32768)
     for sp in (demo, align):
         sp.add_argument("--topq", type=float, default=0.1, help="top fraction of anchor modes (0, 1]")
         sp.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -38,35 +38,93 @@ def npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, bool
     return tuple(shape), dtype, fortran, offset
 
 
-def iter_npy_chunks(path: str | os.PathLike, chunk_rows: int = 65536) -> Iterator[np.ndarray]:
-    """Yield consecutive row chunks of a 2-D C-ordered .npy file. Each yielded array is a
-    view of one reused buffer: use it (or copy it) before asking for the next chunk."""
-    shape, dtype, fortran, offset = npy_header(path)
+def _check_2d(path, shape, fortran) -> None:
     if len(shape) != 2:
         raise ValueError(f"{path} must hold a 2-D array (n_samples, dim), found shape {shape}")
     if fortran:
         raise ValueError(f"{path} is Fortran-ordered; rows are not contiguous on disk. "
                          "Re-save it with np.save(path, np.ascontiguousarray(x))")
+
+
+class _RowReader:
+    """Reads row ranges of one C-ordered 2-D .npy file into caller-given buffers."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        shape, self.dtype, fortran, self.offset = npy_header(path)
+        _check_2d(path, shape, fortran)
+        self.rows, self.dim = shape
+        self.row_bytes = self.dim * self.dtype.itemsize
+        self.fd = os.open(self.path, os.O_RDONLY)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+
+    def read(self, start: int, out: np.ndarray) -> None:
+        view = memoryview(out).cast("B")
+        pos, done = self.offset + start * self.row_bytes, 0
+        while done < len(view):  # os.preadv may return short counts
+            got = os.preadv(self.fd, [view[done:]], pos + done)
+            if got == 0:
+                raise ValueError(f"{self.path} ended early at row {start}: the file is truncated")
+            done += got
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _iter_rows(readers: list[_RowReader], chunk_rows: int, prefetch: bool) -> Iterator[tuple[np.ndarray, ...]]:
+    """Consecutive row chunks of equally long files, read one chunk ahead in a background
+    thread (the read releases the GIL, and so does the core), into two alternating buffer
+    sets: a chunk stays valid until the next one is asked for."""
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
-    n, d = shape
-    buffer = np.empty((min(chunk_rows, max(n, 1)), d), dtype=dtype)
-    with open(path, "rb", buffering=0) as f:
-        f.seek(offset)
-        for start in range(0, n, chunk_rows):
-            rows = min(chunk_rows, n - start)
-            view = buffer[:rows]
-            got = f.readinto(memoryview(view).cast("B"))
-            if got != view.nbytes:
-                raise ValueError(f"{path} ended early at row {start}: the file is truncated")
-            yield view
+    n = readers[0].rows
+    size = min(chunk_rows, max(n, 1))
+    sets = [[np.empty((size, r.dim), dtype=r.dtype) for r in readers] for _ in range(2 if prefetch else 1)]
+
+    def load(start: int, buffers: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        rows = min(chunk_rows, n - start)
+        views = tuple(b[:rows] for b in buffers)
+        for reader, view in zip(readers, views):
+            reader.read(start, view)
+        return views
+
+    starts = list(range(0, n, chunk_rows))
+    try:
+        if not prefetch:
+            for start in starts:
+                yield load(start, sets[0])
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="fastsas-read") as pool:
+            pending = pool.submit(load, starts[0], sets[0]) if starts else None
+            for i in range(len(starts)):
+                chunk = pending.result()
+                if i + 1 < len(starts):
+                    pending = pool.submit(load, starts[i + 1], sets[(i + 1) % 2])
+                yield chunk
+    finally:
+        for r in readers:
+            r.close()
 
 
-def iter_npy_pairs(images: str | os.PathLike, texts: str | os.PathLike,
-                   chunk_rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Paired chunks of two .npy files with the same number of rows."""
-    (ni, *_), _, _, _ = npy_header(images)
-    (nt, *_), _, _, _ = npy_header(texts)
-    if ni != nt:
-        raise ValueError(f"{images} has {ni} rows but {texts} has {nt}: they must be paired row by row")
-    yield from zip(iter_npy_chunks(images, chunk_rows), iter_npy_chunks(texts, chunk_rows))
+def iter_npy_chunks(path: str | os.PathLike, chunk_rows: int = 32768, *,
+                    prefetch: bool = True) -> Iterator[np.ndarray]:
+    """Yield consecutive row chunks of a 2-D C-ordered .npy file, reading the next chunk
+    while the caller works on this one. Each chunk is a view of a reused buffer, valid
+    until the next chunk is asked for: copy it to keep it."""
+    for (chunk,) in _iter_rows([_RowReader(path)], chunk_rows, prefetch):
+        yield chunk
+
+
+def iter_npy_pairs(images: str | os.PathLike, texts: str | os.PathLike, chunk_rows: int = 32768, *,
+                   prefetch: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Paired chunks of two .npy files with the same number of rows (see iter_npy_chunks)."""
+    readers = [_RowReader(images), _RowReader(texts)]
+    if readers[0].rows != readers[1].rows:
+        for r in readers:
+            r.close()
+        raise ValueError(f"{images} has {readers[0].rows} rows but {texts} has {readers[1].rows}: "
+                         "they must be paired row by row")
+    yield from _iter_rows(readers, chunk_rows, prefetch)
