@@ -26,11 +26,39 @@ void update_typed(fastsas::Moments& m, const py::array& x, const py::array& y, i
   m.update(xv, yv, threads);
 }
 
-void update(fastsas::Moments& m, const py::array& x, const py::array& y, int threads) {
+template <class T>
+void update_rows_typed(fastsas::Moments& m, const py::array& x, const py::array& y,
+                       const py::array_t<Index, py::array::c_style | py::array::forcecast>& rows, int threads) {
+  const auto xv = fastsas::bindings::view_of<T>(x, "x");
+  const auto yv = fastsas::bindings::view_of<T>(y, "y");
+  if (rows.ndim() != 1) throw py::value_error("rows must be 1-D");
+  py::gil_scoped_release release;
+  m.update_rows(xv, yv, rows.data(), rows.shape(0), threads);
+}
+
+template <class T>
+void update_groups_typed(fastsas::MomentsGroups& g, const py::array& x, const py::array& y,
+                         const py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>& codes,
+                         int threads) {
+  const auto xv = fastsas::bindings::view_of<T>(x, "x");
+  const auto yv = fastsas::bindings::view_of<T>(y, "y");
+  if (codes.ndim() != 1 || codes.shape(0) != xv.rows)
+    throw py::value_error("codes must be 1-D with one code per row");
+  py::gil_scoped_release release;
+  g.update(xv, yv, codes.data(), threads);
+}
+
+// Calls fn.template operator()<T>() for the float dtype shared by x and y.
+template <class Fn>
+void dispatch_float(const py::array& x, const py::array& y, Fn&& fn) {
   if (!x.dtype().is(y.dtype())) throw py::type_error("x and y must have the same dtype");
-  if (x.dtype().is(py::dtype::of<float>())) return update_typed<float>(m, x, y, threads);
-  if (x.dtype().is(py::dtype::of<double>())) return update_typed<double>(m, x, y, threads);
+  if (x.dtype().is(py::dtype::of<float>())) return fn(float{});
+  if (x.dtype().is(py::dtype::of<double>())) return fn(double{});
   throw py::type_error("x and y must be float32 or float64 arrays");
+}
+
+void update(fastsas::Moments& m, const py::array& x, const py::array& y, int threads) {
+  dispatch_float(x, y, [&](auto tag) { update_typed<decltype(tag)>(m, x, y, threads); });
 }
 
 py::dict profile_dict(const fastsas::SpectralProfile& p) {
@@ -98,6 +126,13 @@ PYBIND11_MODULE(_core, m) {
   py::class_<fastsas::Moments>(m, "Moments")
       .def(py::init<Index, bool>(), py::arg("dim"), py::arg("track_unit_rows") = true)
       .def("update", &update, py::arg("x"), py::arg("y"), py::arg("threads"))
+      .def(
+          "update_rows",
+          [](fastsas::Moments& self, const py::array& x, const py::array& y,
+             const py::array_t<Index, py::array::c_style | py::array::forcecast>& rows, int threads) {
+            dispatch_float(x, y, [&](auto tag) { update_rows_typed<decltype(tag)>(self, x, y, rows, threads); });
+          },
+          py::arg("x"), py::arg("y"), py::arg("rows"), py::arg("threads"))
       .def("merge", [](fastsas::Moments& self, const fastsas::Moments& other) {
         py::gil_scoped_release release;
         self.merge(other);
@@ -124,6 +159,18 @@ PYBIND11_MODULE(_core, m) {
       .def("restore", &fastsas::Moments::restore, py::arg("count"), py::arg("has_pilot"),
            py::arg("pilot"), py::arg("shifted_sum"), py::arg("shifted_scatter"), py::arg("unit_sum"),
            py::arg("matched_cosine_sum"));
+
+  py::class_<fastsas::MomentsGroups>(m, "MomentsGroups")
+      .def(py::init<Index, Index, bool>(), py::arg("groups"), py::arg("dim"), py::arg("track_unit_rows") = true)
+      .def(
+          "update",
+          [](fastsas::MomentsGroups& g, const py::array& x, const py::array& y,
+             const py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>& codes, int threads) {
+            dispatch_float(x, y, [&](auto tag) { update_groups_typed<decltype(tag)>(g, x, y, codes, threads); });
+          },
+          py::arg("x"), py::arg("y"), py::arg("codes"), py::arg("threads"))
+      .def_property_readonly("size", &fastsas::MomentsGroups::size)
+      .def("group", [](const fastsas::MomentsGroups& g, Index i) { return fastsas::Moments(g.group(i)); });
 
   m.def(
       "analyze",

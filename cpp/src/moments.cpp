@@ -135,15 +135,17 @@ Moments::Moments(Index dim, bool track_unit_rows)
 }
 
 template <class T>
-void Moments::set_pilot(const MatrixView<T>& x, const MatrixView<T>& y) {
-  const Index rows = std::min<Index>(x.rows, kBlockRows);
+void Moments::set_pilot(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index count) {
+  const Index used = std::min<Index>(count, kBlockRows);
   Eigen::VectorXd p = Eigen::VectorXd::Zero(2 * dim_);
-  for (Index r = 0; r < rows; ++r)
+  for (Index i = 0; i < used; ++i) {
+    const Index r = rows ? rows[i] : i;
     for (Index j = 0; j < dim_; ++j) {
       p[j] += static_cast<double>(x(r, j));
       p[dim_ + j] += static_cast<double>(y(r, j));
     }
-  p /= static_cast<double>(rows);
+  }
+  p /= static_cast<double>(used);
   // The shift must be exactly representable in the block's precision, so that the
   // sums of shifted values describe exactly the values that were multiplied.
   for (Index j = 0; j < 2 * dim_; ++j) p[j] = static_cast<double>(static_cast<T>(p[j]));
@@ -152,18 +154,34 @@ void Moments::set_pilot(const MatrixView<T>& x, const MatrixView<T>& y) {
 
 template <class T>
 void Moments::update(const MatrixView<T>& x, const MatrixView<T>& y, int threads) {
+  accumulate(x, y, nullptr, x.rows, threads);
+}
+
+template <class T>
+void Moments::update_rows(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index count,
+                          int threads) {
+  for (Index i = 0; i < count; ++i)
+    if (rows[i] < 0 || rows[i] >= x.rows)
+      throw std::out_of_range("row index " + std::to_string(rows[i]) + " is outside the " +
+                              std::to_string(x.rows) + " rows of x");
+  accumulate(x, y, rows, count, threads);
+}
+
+template <class T>
+void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index count,
+                         int threads) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
   if (x.cols != dim_ || y.cols != dim_)
     throw std::invalid_argument("x and y must have " + std::to_string(dim_) + " columns");
   if (x.rows != y.rows) throw std::invalid_argument("x and y must have the same number of rows");
-  const Index n = x.rows;
+  const Index n = count;
   if (n == 0) return;
   threads = std::max(1, threads);
   blas::use_calling_thread_only();
 
   const bool first_chunk = !has_pilot_;
   const Eigen::VectorXd saved_pilot = pilot_;
-  if (first_chunk) set_pilot(x, y);
+  if (first_chunk) set_pilot(x, y, rows, count);
 
   const Index width = 2 * dim_;
   const Index blocks = (n + kBlockRows - 1) / kBlockRows;
@@ -200,8 +218,9 @@ void Moments::update(const MatrixView<T>& x, const MatrixView<T>& y, int threads
         s.unit_sum.setZero(width);
         s.cosine_sum = 0.0;
         s.bad = false;
-        for (Index r = r0; r < r1; ++r) {
-          T* z = s.rows.data() + (r - r0) * width;
+        for (Index i = r0; i < r1; ++i) {
+          const Index r = rows ? rows[i] : i;
+          T* z = s.rows.data() + (i - r0) * width;
           if (!absorb_row(x.data + r * x.row_stride, x.col_stride, y.data + r * y.row_stride,
                           y.col_stride, dim_, pilot, z, s, track_unit_rows_)) {
             s.bad = true;
@@ -246,6 +265,44 @@ void Moments::update(const MatrixView<T>& x, const MatrixView<T>& y, int threads
 
 template void Moments::update<float>(const MatrixView<float>&, const MatrixView<float>&, int);
 template void Moments::update<double>(const MatrixView<double>&, const MatrixView<double>&, int);
+template void Moments::update_rows<float>(const MatrixView<float>&, const MatrixView<float>&, const Index*,
+                                          Index, int);
+template void Moments::update_rows<double>(const MatrixView<double>&, const MatrixView<double>&,
+                                           const Index*, Index, int);
+
+MomentsGroups::MomentsGroups(Index groups, Index dim, bool track_unit_rows) : dim_(dim) {
+  if (groups < 1) throw std::invalid_argument("groups must be at least 1");
+  groups_.assign(static_cast<size_t>(groups), Moments(dim, track_unit_rows));
+}
+
+template <class T>
+void MomentsGroups::update(const MatrixView<T>& x, const MatrixView<T>& y, const std::int32_t* codes,
+                           int threads) {
+  if (x.rows != y.rows) throw std::invalid_argument("x and y must have the same number of rows");
+  const Index k = size();
+  // Counting sort: each group's rows in ascending order, so its blocks keep a fixed order.
+  std::vector<Index> start(static_cast<size_t>(k) + 1, 0);
+  for (Index r = 0; r < x.rows; ++r) {
+    const std::int32_t c = codes[r];
+    if (c < 0 || c >= k)
+      throw std::out_of_range("group code " + std::to_string(c) + " of row " + std::to_string(r) +
+                              " is outside [0, " + std::to_string(k) + ")");
+    ++start[static_cast<size_t>(c) + 1];
+  }
+  for (Index g = 0; g < k; ++g) start[static_cast<size_t>(g) + 1] += start[static_cast<size_t>(g)];
+  std::vector<Index> order(static_cast<size_t>(x.rows));
+  std::vector<Index> fill(start.begin(), start.end() - 1);
+  for (Index r = 0; r < x.rows; ++r) order[static_cast<size_t>(fill[static_cast<size_t>(codes[r])]++)] = r;
+  for (Index g = 0; g < k; ++g) {
+    const Index a = start[static_cast<size_t>(g)], b = start[static_cast<size_t>(g) + 1];
+    if (b > a) groups_[static_cast<size_t>(g)].update_rows(x, y, order.data() + a, b - a, threads);
+  }
+}
+
+template void MomentsGroups::update<float>(const MatrixView<float>&, const MatrixView<float>&,
+                                           const std::int32_t*, int);
+template void MomentsGroups::update<double>(const MatrixView<double>&, const MatrixView<double>&,
+                                            const std::int32_t*, int);
 
 Eigen::VectorXd Moments::mean() const {
   if (count_ == 0) throw std::logic_error("no rows have been added");

@@ -128,12 +128,12 @@ AlignmentAnalysis analyze(const Moments& moments, int threads, Index cca_dim, bo
       case 3: sub_y = top_subspace(inv_scale_y.asDiagonal() * cy * inv_scale_y.asDiagonal(), k); break;
     }
   });
+  out.cka = cxy.squaredNorm() / (cx.norm() * cy.norm());
   if (spectral_only) return out;
 
   const Eigen::VectorXd mean = moments.mean();
   const Eigen::VectorXd mx = mean.head(d), my = mean.tail(d);
 
-  out.cka = cxy.squaredNorm() / (cx.norm() * cy.norm());
   out.coral = (scatter.topLeftCorner(d, d) - scatter.bottomRightCorner(d, d)).norm() / (nd - 1.0);
   out.centroid_euclidean = (mx - my).norm();
   out.centroid_cosine = 1.0 - mx.dot(my) / (mx.norm() * my.norm());

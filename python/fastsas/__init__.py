@@ -9,6 +9,7 @@
 from fastsas import synthetic
 from fastsas._core import DEFINITIONS_VERSION
 from fastsas._validate import set_num_threads
+from fastsas.audit import AuditResult, audit
 from fastsas.metrics import alignment, cka, coral, delta_cos, rmg, sas, svcca
 from fastsas.mmd import mmd
 from fastsas.moments import Moments, SpectralProfile
@@ -17,6 +18,6 @@ from fastsas.retrieval import retrieval
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFINITIONS_VERSION", "Moments", "SpectralProfile", "alignment", "cka", "coral",
+    "AuditResult", "DEFINITIONS_VERSION", "Moments", "audit", "SpectralProfile", "alignment", "cka", "coral",
     "delta_cos", "mmd", "retrieval", "rmg", "sas", "set_num_threads", "svcca", "synthetic", "__version__",
 ]

@@ -135,6 +135,16 @@ class Moments:
             self._analysis = None
         return self
 
+    @classmethod
+    def _from_core(cls, core: "_core.Moments", threads: int | None = None) -> "Moments":
+        """Wrap a core state (e.g. one group of a MomentsGroups) without copying it."""
+        out = cls.__new__(cls)
+        out._core = core
+        out._threads = threads
+        out._analysis = None
+        out._lock = threading.Lock()
+        return out
+
     def copy(self) -> "Moments":
         out = Moments.__new__(Moments)
         with self._lock:

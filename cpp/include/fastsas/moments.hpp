@@ -59,6 +59,12 @@ class Moments {
   template <class T>
   void update(const MatrixView<T>& x, const MatrixView<T>& y, int threads);
 
+  // The same for a subset of the rows: `rows[0..count)` (ascending) index x and y.
+  // Bad rows are then named by their index in x, not by their position in `rows`.
+  template <class T>
+  void update_rows(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index count,
+                   int threads);
+
   // Adds another partial state (same dim and tracking); equal to one pass over both.
   void merge(const Moments& other);
 
@@ -83,7 +89,10 @@ class Moments {
 
  private:
   template <class T>
-  void set_pilot(const MatrixView<T>& x, const MatrixView<T>& y);
+  void set_pilot(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index count);
+  template <class T>
+  void accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index count,
+                  int threads);
 
   Index dim_;
   bool track_unit_rows_;
@@ -94,6 +103,26 @@ class Moments {
   Eigen::MatrixXd shifted_scatter_; // sum (z - pilot)(z - pilot)^T, upper triangle
   Eigen::VectorXd unit_sum_;        // 2*dim
   double matched_cosine_sum_ = 0.0;
+};
+
+// One Moments per group code, filled in one pass: each row goes to the group its code
+// names, without copying the data (rows are gathered into the block buffers directly).
+// Used by audits for subgroups, time periods and jackknife blocks.
+class MomentsGroups {
+ public:
+  MomentsGroups(Index groups, Index dim, bool track_unit_rows = true);
+
+  // codes[r] in [0, groups) for every row r of x and y. Not transactional across groups:
+  // after a BadRowsError the groups are unspecified and should be discarded.
+  template <class T>
+  void update(const MatrixView<T>& x, const MatrixView<T>& y, const std::int32_t* codes, int threads);
+
+  Index size() const { return static_cast<Index>(groups_.size()); }
+  const Moments& group(Index g) const { return groups_.at(static_cast<size_t>(g)); }
+
+ private:
+  Index dim_;
+  std::vector<Moments> groups_;
 };
 
 }  // namespace fastsas

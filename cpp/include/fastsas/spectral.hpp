@@ -44,7 +44,7 @@ double sas_from_profile(const SpectralProfile& profile, double q);
 SpectralProfile spectral_profile(const Eigen::MatrixXd& cov_anchor, const Eigen::MatrixXd& cov_cross,
                                  const Eigen::MatrixXd& cov_other);
 
-// Full analysis. Requires count() >= 2. `cca_dim` canonical pairs for SVCCA (capped at
+// Full analysis. Requires count() >= 2. `spectral_only`: both profiles and CKA only. `cca_dim` canonical pairs for SVCCA (capped at
 // min(dim, count - 1)); `threads` workers run the independent eigenproblems side by side.
 AlignmentAnalysis analyze(const Moments& moments, int threads, Index cca_dim = 10,
                           bool spectral_only = false);
