@@ -6,7 +6,7 @@
 >>> sorted(result)[:4]
 ['centroid_cosine', 'centroid_euclidean', 'cka', 'cone_images']
 """
-from fastsas import synthetic
+from fastsas import gap, synthetic
 from fastsas._core import DEFINITIONS_VERSION
 from fastsas._validate import set_num_threads
 from fastsas.audit import AuditResult, audit
@@ -19,5 +19,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuditResult", "DEFINITIONS_VERSION", "Moments", "audit", "SpectralProfile", "alignment", "cka", "coral",
-    "delta_cos", "mmd", "retrieval", "rmg", "sas", "set_num_threads", "svcca", "synthetic", "__version__",
+    "delta_cos", "gap", "mmd", "retrieval", "rmg", "sas", "set_num_threads", "svcca", "synthetic", "__version__",
 ]
