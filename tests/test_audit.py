@@ -20,7 +20,7 @@ def data():
 def test_subgroups_equal_alignment_alone(data):
     x, y = data
     groups = np.array(["CT", "MR", "US", "CR"])[np.random.default_rng(1).integers(0, 4, N)]
-    r = fs.audit(x, y, groups=groups, chunk_rows=700, within_groups=True)
+    r = fs.audit(x, y, groups=groups, chunk_rows=700)
     assert [g["group"] for g in r.groups] == ["CR", "CT", "MR", "US"]
     for g in r.groups:
         rows = groups == g["group"]
@@ -142,3 +142,30 @@ def test_result_is_json_and_bad_inputs_are_named(data):
         fs.audit(bad, y, chunk_rows=1000)
     with pytest.raises(KeyError, match="no subgroup 'XR'"):
         r.group("XR")
+
+
+def test_audit_from_an_on_disk_source_equals_in_memory(tmp_path, data):
+    from fastsas.io import NpyPairSource
+
+    x, y = data
+    np.save(tmp_path / "x.npy", x); np.save(tmp_path / "y.npy", y)
+    groups = np.arange(N) % 4
+    source = NpyPairSource(tmp_path / "x.npy", tmp_path / "y.npy")
+    streamed = fs.audit(source, groups=groups, chunk_rows=512).to_dict()
+    in_memory = fs.audit(x, y, groups=groups, chunk_rows=512).to_dict()
+    assert json.dumps(streamed, sort_keys=True) == json.dumps(in_memory, sort_keys=True)
+
+
+def test_within_group_retrieval_finds_mismatches():
+    x, y = fs.synthetic.paired_embeddings(N, D, shared_factors=16, noise=0.1, seed=4, dtype=np.float64)
+    planted = np.array([10, 500, 1234, 2999])
+    y = y.copy(); y[planted] = y[np.roll(planted, 1)]
+    groups = np.arange(N) % 2  # 10 and 500 in group 0, 1234 and 2999 in group 1: swaps cross groups
+    r = fs.audit(x, y, groups=groups, retrieval="within", mismatches=4)
+    assert r.retrieval is None and all("retrieval_within" in g for g in r.groups)
+    assert "retrieval_whole" not in r.groups[0]
+    assert {m["row"] for m in r.mismatches} == set(planted.tolist())
+    with pytest.raises(ValueError, match="retrieval must be one of"):
+        fs.audit(x, y, retrieval="all")
+    with pytest.raises(TypeError, match="or a paired source"):
+        fs.audit(x)

@@ -168,9 +168,16 @@ def _suspects(ret: dict, icodes: np.ndarray, tcodes: np.ndarray, image_ids, coun
     return out
 
 
+RETRIEVAL_SCOPES = ("both", "whole", "within", "none")
+
+
+def _is_source(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("n", "dim", "iter_chunks", "arrays"))
+
+
 def audit(
     images: Any,
-    texts: Any,
+    texts: Any = None,
     groups: Any = None,
     image_ids: Any = None,
     text_ids: Any = None,
@@ -179,8 +186,7 @@ def audit(
     periods: Any = None,
     jackknife_blocks: int = 20,
     mismatches: int = 20,
-    retrieval: bool = True,
-    within_groups: bool = True,
+    retrieval: str | bool = "both",
     ks: Sequence[int] = (1, 5, 10),
     chunk_rows: int = 65536,
     threads: int | None = None,
@@ -188,7 +194,13 @@ def audit(
 ) -> AuditResult:
     """Audit paired embeddings: whole archive, subgroups, uncertainty, mismatches, drift.
 
-    images, texts: (n, d) arrays (in memory or np.load(..., mmap_mode="r")), paired by row.
+    images, texts: (n, d) arrays (in memory or np.load(..., mmap_mode="r")), paired by row;
+    or `images` is a paired source (fastsas.io.NpyPairSource, the store) and `texts` is
+    None: the moments are then streamed from it in chunks (bounded memory), and retrieval
+    reads its memory-mapped arrays.
+    retrieval: "both" (whole gallery and within each subgroup), "whole", "within" or
+    "none" (False). Suspected mismatches come from the whole-gallery ranks, or from the
+    within-subgroup ranks when only those are computed.
     groups: optional label per pair (modality, body part, site, ...). periods: optional
     time-like label per pair (year, month): one drift point per period. image_ids /
     text_ids: retrieval ground truth (default row i <-> row i); with ids, jackknife blocks
@@ -203,8 +215,21 @@ def audit(
     """
     q = check_topq(topq)
     nthreads = resolve_threads(threads)
-    x, y = as_pair(images, texts)
-    n, d = x.shape
+    if retrieval is True or retrieval is False:
+        retrieval = "both" if retrieval else "none"
+    if retrieval not in RETRIEVAL_SCOPES:
+        raise ValueError(f"retrieval must be one of {RETRIEVAL_SCOPES} (or True/False), got {retrieval!r}")
+    source = images if texts is None and _is_source(images) else None
+    if source is not None:
+        n, d = int(source.n), int(source.dim)
+        if n < 2:
+            raise ValueError(f"the source needs at least 2 pairs, has {n}")
+        x = y = None
+    elif texts is None:
+        raise TypeError("give images and texts arrays, or a paired source (e.g. fastsas.io.NpyPairSource) as images")
+    else:
+        x, y = as_pair(images, texts)
+        n, d = x.shape
     if isinstance(jackknife_blocks, bool) or not isinstance(jackknife_blocks, (int, np.integer)) \
             or not 2 <= jackknife_blocks <= n:
         raise ValueError(f"jackknife_blocks must be an integer in [2, n={n}], got {jackknife_blocks!r}")
@@ -229,10 +254,12 @@ def audit(
     blocks = _core.MomentsGroups(int(jackknife_blocks), d, True)
     by_group = _core.MomentsGroups(len(group_labels), d, True) if group_labels else None
     by_period = _core.MomentsGroups(len(period_labels), d, True) if period_labels else None
-    starts = range(0, n, chunk_rows)
-    for start in (progress(starts, "moments") if progress else starts):
-        stop = min(n, start + chunk_rows)
-        cx, cy = x[start:stop], y[start:stop]
+    if source is not None:
+        chunks = _counted(source.iter_chunks(chunk_rows), n)
+    else:
+        chunks = ((s, x[s:s + chunk_rows], y[s:s + chunk_rows]) for s in range(0, n, chunk_rows))
+    for start, cx, cy in (progress(chunks, "moments") if progress else chunks):
+        stop = start + len(cx)
         try:
             blocks.update(cx, cy, block_codes[start:stop], nthreads)
             if by_group is not None:
@@ -247,20 +274,33 @@ def audit(
     alignment = whole.alignment(q)
     uncertainty = jackknife(block_states, q, nthreads, alignment)
 
+    if retrieval != "none" and source is not None:
+        x, y = source.arrays()
     ret = None
-    if retrieval:
+    if retrieval in ("both", "whole"):
         ret = _retrieval_with_ranks(x, y, image_ids, text_ids, ks, nthreads)
-    group_rows = _group_results(x, y, group_labels, group_codes, by_group, q, ret, image_ids, text_ids,
-                                ks, nthreads, within_groups and retrieval)
-    drift = _group_results(x, y, period_labels, period_codes, by_period, q, None, None, None, ks,
-                           nthreads, False)
+    within = retrieval in ("both", "within") and group_labels is not None
+    group_rows, within_ranks = _group_results(x, y, group_labels, group_codes, by_group, q, ret, image_ids,
+                                              text_ids, ks, nthreads, within)
+    drift, _ = _group_results(x, y, period_labels, period_codes, by_period, q, None, None, None, ks,
+                              nthreads, False)
     suspects: list[dict] = []
-    if ret is not None and mismatches:
+    rank_source = ret if ret is not None else within_ranks
+    if rank_source is not None and mismatches:
         icodes, tcodes = _id_codes(image_ids, text_ids, n)
-        suspects = _suspects(ret, icodes, tcodes, image_ids, mismatches)
+        suspects = _suspects(rank_source, icodes, tcodes, image_ids, mismatches)
     return AuditResult(n=int(n), dim=int(d), topq=q, alignment=alignment,
                        retrieval=_summary(ret) if ret is not None else None, uncertainty=uncertainty,
                        groups=group_rows, mismatches=suspects, drift=drift)
+
+
+def _counted(chunks: Iterable, n: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    start = 0
+    for cx, cy in chunks:
+        yield start, cx, cy
+        start += len(cx)
+    if start != n:
+        raise ValueError(f"the source yielded {start} rows but declares n={n}")
 
 
 def _merge_all(states: Sequence):
@@ -288,10 +328,13 @@ def _retrieval_with_ranks(x, y, image_ids, text_ids, ks, threads) -> dict:
 
 
 def _group_results(x, y, labels, codes, moments_groups, q, whole_ret, image_ids, text_ids, ks, threads,
-                   within) -> list[dict]:
+                   within) -> tuple[list[dict], dict | None]:
+    """Per-group rows, and (when `within`) every group's within-group ranks gathered into
+    whole-archive row numbers, in the layout fs.retrieval(return_ranks=True) uses."""
     if labels is None:
-        return []
+        return [], None
     out = []
+    gathered: dict[str, list] = {"i2t_ranks": [], "i2t_queries": [], "t2i_ranks": [], "t2i_queries": []}
     for g, label in enumerate(labels):
         core = moments_groups.group(g)
         row: dict[str, Any] = {"group": label, "n": int(core.count)}
@@ -320,9 +363,22 @@ def _group_results(x, y, labels, codes, moments_groups, q, whole_ret, image_ids,
             from fastsas.retrieval import retrieval as run
 
             try:
-                row["retrieval_within"] = _summary(run(x[members], y[members], image_ids=ids[0], text_ids=ids[1],
-                                                       ks=ks, threads=threads))
+                r = run(np.asarray(x[members]), np.asarray(y[members]), image_ids=ids[0], text_ids=ids[1], ks=ks,
+                        return_ranks=True, threads=threads)
             except ValueError as exc:
                 row["retrieval_within"] = {"status": f"failed: {exc}"}
+            else:
+                row["retrieval_within"] = _summary(r)
+                for side in ("i2t", "t2i"):
+                    gathered[f"{side}_ranks"].append(r[f"{side}_ranks"])
+                    gathered[f"{side}_queries"].append(members[r[f"{side}_queries"]])
         out.append(row)
-    return out
+    if not within or not gathered["i2t_ranks"]:
+        return out, None
+    merged = {}
+    for side in ("i2t", "t2i"):
+        queries = np.concatenate(gathered[f"{side}_queries"])
+        order = np.argsort(queries, kind="stable")
+        merged[f"{side}_queries"] = queries[order]
+        merged[f"{side}_ranks"] = np.concatenate(gathered[f"{side}_ranks"])[order]
+    return out, merged

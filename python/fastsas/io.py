@@ -128,3 +128,34 @@ def iter_npy_pairs(images: str | os.PathLike, texts: str | os.PathLike, chunk_ro
         raise ValueError(f"{images} has {readers[0].rows} rows but {texts} has {readers[1].rows}: "
                          "they must be paired row by row")
     yield from _iter_rows(readers, chunk_rows, prefetch)
+
+
+class NpyPairSource:
+    """A paired archive of two (n, d) .npy files, read in chunks (bounded memory) for the
+    moments and memory-mapped for the work that needs random access (retrieval).
+    Audits, and later the on-disk store, speak this interface: n, dim, iter_chunks, arrays."""
+
+    def __init__(self, images: str | os.PathLike, texts: str | os.PathLike):
+        self.images, self.texts = Path(images), Path(texts)
+        (ni, di), _, fi, _ = _shape2(self.images)
+        (nt, dt), _, ft, _ = _shape2(self.texts)
+        if ni != nt:
+            raise ValueError(f"{self.images} has {ni} rows but {self.texts} has {nt}: they must be paired row by row")
+        if di != dt:
+            raise ValueError(f"{self.images} has dim {di} but {self.texts} has dim {dt}")
+        self.n, self.dim = ni, di
+
+    def iter_chunks(self, chunk_rows: int = 32768) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return iter_npy_pairs(self.images, self.texts, chunk_rows)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.load(self.images, mmap_mode="r"), np.load(self.texts, mmap_mode="r")
+
+    def __repr__(self) -> str:
+        return f"NpyPairSource({str(self.images)!r}, {str(self.texts)!r}, n={self.n}, dim={self.dim})"
+
+
+def _shape2(path: Path):
+    shape, dtype, fortran, offset = npy_header(path)
+    _check_2d(path, shape, fortran)
+    return shape, dtype, fortran, offset
