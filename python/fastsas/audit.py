@@ -27,6 +27,8 @@ class AuditResult:
         retrieval within the subgroup and the subgroup's queries against the whole gallery.
     mismatches: the pairs whose matched similarity ranks worst in both directions.
     drift: one point per period (sorted), when periods were given.
+    profiles: per direction ("i2t", "t2i") the anchor eigenvalues and per-mode rho (lists).
+    sas_sweep: SAS both ways for q = 0.1 ... 1.0 (lists under "q", "sas_i2t", "sas_t2i").
     """
 
     n: int
@@ -38,6 +40,8 @@ class AuditResult:
     groups: list = field(default_factory=list)
     mismatches: list = field(default_factory=list)
     drift: list = field(default_factory=list)
+    profiles: dict = field(default_factory=dict)
+    sas_sweep: dict = field(default_factory=dict)
     definitions_version: str = _core.DEFINITIONS_VERSION
 
     def to_dict(self) -> dict:
@@ -273,6 +277,11 @@ def audit(
     whole = Moments._from_core(_merge_all(block_states))
     alignment = whole.alignment(q)
     uncertainty = jackknife(block_states, q, nthreads, alignment)
+    profiles = {}
+    for direction in ("i2t", "t2i"):
+        prof = whole.spectral_profile(direction)
+        profiles[direction] = {"eigenvalues": prof.eigenvalues.tolist(), "rho": prof.rho.tolist()}
+    sas_sweep = {k: np.asarray(v).tolist() for k, v in whole.sas_sweep().items()}
 
     if retrieval != "none" and source is not None:
         x, y = source.arrays()
@@ -291,7 +300,8 @@ def audit(
         suspects = _suspects(rank_source, icodes, tcodes, image_ids, mismatches)
     return AuditResult(n=int(n), dim=int(d), topq=q, alignment=alignment,
                        retrieval=_summary(ret) if ret is not None else None, uncertainty=uncertainty,
-                       groups=group_rows, mismatches=suspects, drift=drift)
+                       groups=group_rows, mismatches=suspects, drift=drift, profiles=profiles,
+                       sas_sweep=sas_sweep)
 
 
 def _counted(chunks: Iterable, n: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
