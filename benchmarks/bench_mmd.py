@@ -13,19 +13,18 @@ Peak RSS is the process's (resource.getrusage) right after the fastsas runs.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 
-import fastsas as fs
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import best_of_with_result as best_of, peak_rss_mb, print_floor_table  # noqa: E402
+
+import fastsas as fs  # noqa: E402
 from fastsas import _core
 from fastsas import reference as ref
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def make_data(n: int, m: int, d: int, seed: int, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -41,15 +40,6 @@ def make_data(n: int, m: int, d: int, seed: int, chunk: int = 8192) -> tuple[np.
             a[i:i + r] = blk / np.linalg.norm(blk, axis=1, keepdims=True)
         out.append(a)
     return out[0], out[1]
-
-
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def floor_tiles(x: np.ndarray, y: np.ndarray, tile: int) -> None:
@@ -110,12 +100,7 @@ def main(argv=None) -> int:
     threads = args.threads or fs._validate.default_threads()
     print(f"# MMD, n = {n:,}, m = {m:,}, d = {d}, sigma = {args.sigma}, {threads} threads, best of {args.repeat}")
     print()
-    print("| method | seconds | x floor | notes |")
-    print("|---|---:|---:|---|")
-    for name, t, note in rows:
-        secs = "-" if t is None else f"{t:.3f}"
-        ratio = "-" if t is None else f"{t / t_floor:.2f}"
-        print(f"| {name} | {secs} | {ratio} | {note} |")
+    print_floor_table(rows, t_floor)
     return 0
 
 

@@ -17,18 +17,17 @@ includes the inputs (2 n d float32) but none of the baselines, which run afterwa
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 
-import fastsas as fs
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import best_of_with_result as best_of, peak_rss_mb, print_floor_table  # noqa: E402
+
+import fastsas as fs  # noqa: E402
 from fastsas import _core
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def make_data(n: int, d: int, seed: int, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -48,15 +47,6 @@ def make_data(n: int, d: int, seed: int, chunk: int = 8192) -> tuple[np.ndarray,
 
 def unit(a: np.ndarray) -> np.ndarray:
     return a / np.linalg.norm(a, axis=1, keepdims=True).astype(a.dtype)
-
-
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def floor_tiles(xn: np.ndarray, yn: np.ndarray, tr: int, tc: int) -> None:
@@ -153,12 +143,7 @@ def main(argv=None) -> int:
     print(f"# retrieval, n = {n:,} images and texts, d = {d}, float32, {threads} threads, best of {args.repeat}")
     print(f"# fastsas: i2t R@1 {res['i2t_r1']:.4f}  t2i R@1 {res['t2i_r1']:.4f}  rsum {res['rsum']:.2f}")
     print()
-    print("| method | seconds | x floor | notes |")
-    print("|---|---:|---:|---|")
-    for name, t, note in rows:
-        secs = "-" if t is None else f"{t:.3f}"
-        ratio = "-" if t is None else f"{t / t_floor:.2f}"
-        print(f"| {name} | {secs} | {ratio} | {note} |")
+    print_floor_table(rows, t_floor)
     return 0
 
 

@@ -205,6 +205,8 @@ def audit(
     retrieval: "both" (whole gallery and within each subgroup), "whole", "within" or
     "none" (False). Suspected mismatches come from the whole-gallery ranks, or from the
     within-subgroup ranks when only those are computed.
+    progress: optional callable progress(iterable, description, total) -> iterable that
+    wraps each long step (the CLI passes rich progress bars).
     groups: optional label per pair (modality, body part, site, ...). periods: optional
     time-like label per pair (year, month): one drift point per period. image_ids /
     text_ids: retrieval ground truth (default row i <-> row i); with ids, jackknife blocks
@@ -262,7 +264,8 @@ def audit(
         chunks = _counted(source.iter_chunks(chunk_rows), n)
     else:
         chunks = ((s, x[s:s + chunk_rows], y[s:s + chunk_rows]) for s in range(0, n, chunk_rows))
-    for start, cx, cy in (progress(chunks, "moments") if progress else chunks):
+    chunk_count = -(-n // chunk_rows)
+    for start, cx, cy in (progress(chunks, "moments (one pass)", chunk_count) if progress else chunks):
         stop = start + len(cx)
         try:
             blocks.update(cx, cy, block_codes[start:stop], nthreads)
@@ -287,10 +290,12 @@ def audit(
         x, y = source.arrays()
     ret = None
     if retrieval in ("both", "whole"):
-        ret = _retrieval_with_ranks(x, y, image_ids, text_ids, ks, nthreads)
+        steps = progress([None], "retrieval, whole gallery", 1) if progress else [None]
+        for _ in steps:
+            ret = _retrieval_with_ranks(x, y, image_ids, text_ids, ks, nthreads)
     within = retrieval in ("both", "within") and group_labels is not None
     group_rows, within_ranks = _group_results(x, y, group_labels, group_codes, by_group, q, ret, image_ids,
-                                              text_ids, ks, nthreads, within)
+                                              text_ids, ks, nthreads, within, progress)
     drift, _ = _group_results(x, y, period_labels, period_codes, by_period, q, None, None, None, ks,
                               nthreads, False)
     suspects: list[dict] = []
@@ -338,14 +343,17 @@ def _retrieval_with_ranks(x, y, image_ids, text_ids, ks, threads) -> dict:
 
 
 def _group_results(x, y, labels, codes, moments_groups, q, whole_ret, image_ids, text_ids, ks, threads,
-                   within) -> tuple[list[dict], dict | None]:
+                   within, progress=None) -> tuple[list[dict], dict | None]:
     """Per-group rows, and (when `within`) every group's within-group ranks gathered into
     whole-archive row numbers, in the layout fs.retrieval(return_ranks=True) uses."""
     if labels is None:
         return [], None
     out = []
     gathered: dict[str, list] = {"i2t_ranks": [], "i2t_queries": [], "t2i_ranks": [], "t2i_queries": []}
-    for g, label in enumerate(labels):
+    items = list(enumerate(labels))
+    if progress is not None and within:
+        items = progress(items, "subgroups (alignment, retrieval within)", len(items))
+    for g, label in items:
         core = moments_groups.group(g)
         row: dict[str, Any] = {"group": label, "n": int(core.count)}
         if core.count < 2:

@@ -1,76 +1,361 @@
-"""The `fastsas` command."""
+"""The `fastsas` command: audits, comparisons and gap sweeps of embedding archives, with
+progress bars on every long step. Exit codes: 0 success, 2 bad usage or input (one line
+on stderr saying what to fix)."""
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import sys
 import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, List, Optional
 
 import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 EXIT_USAGE = 2
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, ImportError)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Spectral Alignment Score audits of image-text embedding archives.")
+out_console = Console()
+err_console = Console(stderr=True)
 
 
-def _print_table(result: dict, seconds: float) -> None:
-    print(f"fastsas alignment of {result['n']:,} pairs (topq={result['topq']}) in {seconds:.2f} s")
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        if key in ("n", "topq"):
-            continue
-        print(f"  {key:<{width}}  {value: .6f}")
+class UserError(Exception):
+    """Bad usage or input: reported as one line, exit code 2."""
 
 
-def _demo(args: argparse.Namespace) -> dict:
-    from fastsas import synthetic
+# -- progress ----------------------------------------------------------------------------------
+class Steps:
+    """Rich progress bars (on stderr) for fastsas' `progress(iterable, description, total)`
+    hooks, and a bar for single long steps. Silent with --quiet."""
 
-    print(f"synthetic paired embeddings: n={args.n:,}, dim={args.dim}, "
-          f"{args.image_only} factors only the images carry")
-    images, texts = synthetic.paired_embeddings(args.n, args.dim, image_only_factors=args.image_only,
-                                                seed=args.seed)
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def _progress(self) -> Progress:
+        return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                        disable=not self.enabled, transient=False)
+
+    def __call__(self, iterable: Iterable, description: str, total: int | None = None) -> Iterator:
+        with self._progress() as bar:
+            task = bar.add_task(description, total=total)
+            for item in iterable:
+                yield item
+                bar.advance(task)
+
+    @contextlib.contextmanager
+    def step(self, description: str):
+        with self._progress() as bar:
+            task = bar.add_task(description, total=1)
+            yield
+            bar.advance(task)
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def _split_list(value: str, name: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise UserError(f"{name} is empty: give a comma-separated list")
+    return items
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    formats = tuple(_split_list(value, "--format"))
+    bad = [f for f in formats if f not in ("html", "json", "md")]
+    if bad:
+        raise UserError(f"--format {','.join(bad)} is not one of html, json, md")
+    return formats
+
+
+def _column(meta: dict, name: str | None, option: str) -> np.ndarray | None:
+    if name is None:
+        return None
+    if name not in meta:
+        available = ", ".join(sorted(meta)) or "none"
+        raise UserError(f"{option} {name}: no such metadata column (available: {available})")
+    return np.asarray(meta[name])
+
+
+def _open(paths: list[Path]):
+    from fastsas.store import open_source
+
+    if len(paths) == 2:
+        return open_source(paths[0], paths[1])
+    if len(paths) == 1:
+        return open_source(paths[0])
+    raise UserError("give one archive (an embedding store, .npz or .parquet) or two .npy files (images, texts)")
+
+
+def _demo(n: int, dim: int):
+    from fastsas.store import open_source
+    from fastsas.synthetic import demo_archive
+
+    archive = demo_archive(n, dim)
+    return open_source(archive["images"], archive["texts"], metadata=archive["metadata"])
+
+
+def _fingerprint(source) -> str:
+    from fastsas.report import fingerprint_arrays
+
+    x, y = source.arrays()
+    return fingerprint_arrays(x, y)
+
+
+# -- commands ----------------------------------------------------------------------------------
+@app.command()
+def audit(
+    archive: List[Path] = typer.Argument(None, help="embedding store, .npz, .parquet, or two .npy files"),
+    demo: bool = typer.Option(False, "--demo", help="audit the built-in synthetic hospital-like archive"),
+    group_by: Optional[str] = typer.Option(None, help="metadata column of subgroup labels (modality, site, ...)"),
+    period_by: Optional[str] = typer.Option(None, help="time-like metadata column for the drift view (year, month)"),
+    id_column: Optional[str] = typer.Option(None, help="study/pair id column: retrieval ground truth and mismatch table"),
+    topq: float = typer.Option(0.1, help="top fraction of anchor modes in SAS, in (0, 1]"),
+    out: Path = typer.Option(Path("fastsas-report"), help="directory for the report files"),
+    format: str = typer.Option("html,json,md", "--format", help="comma-separated: html, json, md"),
+    retrieval: str = typer.Option("both", help="both | whole | within | none"),
+    jackknife_blocks: int = typer.Option(20, help="blocks of the delete-a-block jackknife"),
+    mismatches: int = typer.Option(20, help="suspected mismatches to list"),
+    chunk_rows: int = typer.Option(32768, help="rows per streamed chunk"),
+    threads: Optional[int] = typer.Option(None, help="worker threads (default: all cores)"),
+    demo_n: int = typer.Option(20000, help="studies in the --demo archive"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Audit an archive: SAS both ways with intervals, every metric, retrieval, subgroups,
+    drift, suspected mismatches; writes report.html / report.json / report.md."""
+    import fastsas as fs
+    from fastsas.report import write_report
+
+    formats = _formats(format)
+    steps = Steps(not quiet)
+    if demo:
+        if archive:
+            raise UserError("--demo takes no archive argument")
+        source = _demo(demo_n, 128)
+        group_by, period_by, id_column = group_by or "modality", period_by or "year", id_column or "study_id"
+        title = "fastsas audit: built-in demo archive"
+    else:
+        if not archive:
+            raise UserError("give an archive to audit, or --demo")
+        source = _open(list(archive))
+        title = f"fastsas audit: {', '.join(p.name for p in archive)}"
+    meta = source.metadata()
+    groups = _column(meta, group_by, "--group-by")
+    periods = _column(meta, period_by, "--period-by")
+    ids = _column(meta, id_column, "--id-column")
+    start = time.perf_counter()
+    result = fs.audit(source, groups=groups, periods=periods, image_ids=ids, text_ids=ids, topq=topq,
+                      retrieval=retrieval, jackknife_blocks=jackknife_blocks, mismatches=mismatches,
+                      chunk_rows=chunk_rows, threads=threads, progress=steps)
+    if ids is not None:
+        result = _with_ids(result, ids)
+    with steps.step("fingerprint of the input"):
+        fingerprint = _fingerprint(source)
+    with steps.step("report"):
+        paths = write_report(result, out, formats=formats, title=title, input_fingerprint=fingerprint,
+                             id_column_name=id_column or "row")
+    _print_summary(result, time.perf_counter() - start)
+    for kind, path in paths.items():
+        out_console.print(f"  {kind}: {path}")
+
+
+def _with_ids(result, ids: np.ndarray):
+    from dataclasses import replace
+
+    rows = [{**m, "id": ids[m["row"]].item() if hasattr(ids[m["row"]], "item") else ids[m["row"]]}
+            for m in result.mismatches]
+    return replace(result, mismatches=rows)
+
+
+def _print_summary(result, seconds: float) -> None:
+    u = result.uncertainty
+    a = result.alignment
+    table = Table(title=f"fastsas audit of {result.n:,} pairs (d={result.dim}) in {seconds:.1f} s")
+    for col in ("metric", "value", "95% interval"):
+        table.add_column(col)
+    for key in ("sas_i2t", "sas_t2i", "sas_imbalance", "cka"):
+        table.add_row(key, f"{a[key]:.4f}", f"[{u[key]['ci_low']:.4f}, {u[key]['ci_high']:.4f}]")
+    for key in ("svcca", "coral", "delta_cos", "rmg", "centroid_cosine"):
+        table.add_row(key, f"{a[key]:.4f}", "")
+    if result.retrieval:
+        table.add_row("rsum", f"{result.retrieval['rsum']:.2f}", "")
+    out_console.print(table)
+    p = u["imbalance_test"]["p_value"]
+    out_console.print(f"imbalance test p = {p:.2g}; {len(result.mismatches)} suspected mismatches listed")
+
+
+@app.command()
+def compare(
+    archives: List[Path] = typer.Argument(..., help="two or more archives (stores, .npz, .parquet)"),
+    topq: float = typer.Option(0.1, help="top fraction of anchor modes in SAS, in (0, 1]"),
+    retrieval: bool = typer.Option(True, "--retrieval/--no-retrieval", help="also exact retrieval R@k"),
+    out: Path = typer.Option(Path("fastsas-compare"), help="directory for compare.json and compare.md"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Several models or datasets side by side: every alignment metric and retrieval."""
     import fastsas as fs
 
-    return fs.Moments(args.dim).update(images, texts).alignment(args.topq)
+    steps = Steps(not quiet)
+    rows = []
+    for path in steps(archives, "archives", len(archives)):
+        source = _open([path])
+        row: dict[str, Any] = {"archive": str(path), "n": int(source.n), "dim": int(source.dim)}
+        row.update(fs.Moments.from_chunks(source.iter_chunks(), dim=source.dim).alignment(topq))
+        if retrieval:
+            x, y = source.arrays()
+            r = fs.retrieval(np.asarray(x), np.asarray(y))
+            row.update({k: r[k] for k in ("i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "rsum")})
+        rows.append(row)
+    keys = ["sas_i2t", "sas_t2i", "sas_imbalance", "cka", "svcca", "rmg", "delta_cos"] + (
+        ["i2t_r1", "t2i_r1", "rsum"] if retrieval else [])
+    table = Table(title="fastsas compare")
+    table.add_column("archive")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for row in rows:
+        table.add_row(Path(row["archive"]).name, *[f"{row[k]:.4f}" if k != "rsum" else f"{row[k]:.2f}" for k in keys])
+    out_console.print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps({"topq": topq, "archives": rows}, indent=2))
+    lines = ["| archive | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += ["| " + Path(r["archive"]).name + " | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |" for r in rows]
+    (out / "compare.md").write_text("# fastsas compare\n\n" + "\n".join(lines) + "\n")
+    out_console.print(f"  json: {out / 'compare.json'}\n  md: {out / 'compare.md'}")
 
 
-def _align(args: argparse.Namespace) -> dict:
+@app.command()
+def gap(
+    archive: List[Path] = typer.Argument(None, help="embedding store, .npz, .parquet, or two .npy files"),
+    lams: str = typer.Option("0,0.25,0.5,0.75,1", help="comma-separated lambdas in [0, 1]"),
+    labels: Optional[str] = typer.Option(None, help="metadata column of class labels for the linear probe"),
+    topq: float = typer.Option(0.1, help="top fraction of anchor modes in SAS, in (0, 1]"),
+    out: Path = typer.Option(Path("fastsas-gap"), help="directory for gap.json"),
+    demo: bool = typer.Option(False, "--demo", help="use the built-in demo archive (labels: modality)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Post-hoc modality-gap control: every metric, retrieval and (with --labels) a linear
+    probe at each lambda, and the best lambda."""
+    import fastsas as fs
+
+    try:
+        lam_values = [float(v) for v in _split_list(lams, "--lams")]
+    except ValueError:
+        raise UserError(f"--lams must be comma-separated numbers in [0, 1], got {lams!r}") from None
+    if demo:
+        source = _demo(5000, 64)
+        labels = labels or "modality"
+    else:
+        if not archive:
+            raise UserError("give an archive, or --demo")
+        source = _open(list(archive))
+    label_values = _column(source.metadata(), labels, "--labels")
+    x, y = source.arrays()
+    with Steps(not quiet).step(f"gap sweep over {len(lam_values)} lambdas"):
+        sweep = fs.gap.sweep(np.asarray(x), np.asarray(y), lams=lam_values, labels=label_values, topq=topq)
+    data = sweep.to_dict()
+    table = Table(title="fastsas gap sweep")
+    keys = ["sas_i2t", "sas_t2i", "rmg", "gap_norm"]
+    for col in ["lambda", *keys, "rsum", "probe acc", "probe auroc"]:
+        table.add_column(col, justify="right")
+    for lam in lam_values:
+        point = sweep.point(lam)
+        row = [f"{lam:g}"] + [f"{point.alignment[k]:.4f}" for k in keys[:-1]] + [f"{point.gap_norm:.4f}"]
+        row.append(f"{point.retrieval['rsum']:.2f}" if point.retrieval else "-")
+        probe = point.probe or {}
+        row += [f"{probe['accuracy']:.4f}" if probe else "-", f"{probe['auroc']:.4f}" if probe else "-"]
+        table.add_row(*row)
+    out_console.print(table)
+    if sweep.best_lam is not None:
+        out_console.print(f"best lambda by probe accuracy: {sweep.best_lam:g}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gap.json").write_text(json.dumps(data, indent=2, default=float))
+    out_console.print(f"  json: {out / 'gap.json'}")
+
+
+@app.command()
+def align(
+    images: Path = typer.Argument(..., help="(n, d) float .npy of image embeddings"),
+    texts: Path = typer.Argument(..., help="(n, d) float .npy of text embeddings, row i paired with images row i"),
+    topq: float = typer.Option(0.1, help="top fraction of anchor modes in SAS, in (0, 1]"),
+    chunk_rows: int = typer.Option(32768, help="rows per streamed chunk"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Every alignment metric of two .npy files, streamed (memory stays at one chunk)."""
     import fastsas as fs
     from fastsas.io import iter_npy_pairs
 
-    moments = fs.Moments.from_chunks(iter_npy_pairs(args.images, args.texts, args.chunk_rows))
-    return moments.alignment(args.topq)
+    start = time.perf_counter()
+    result = fs.Moments.from_chunks(iter_npy_pairs(images, texts, chunk_rows)).alignment(topq)
+    _print_alignment(result, time.perf_counter() - start, as_json)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastsas", description="Spectral Alignment Score and related metrics.")
-    sub = p.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="alignment of built-in synthetic paired embeddings")
-    demo.add_argument("--n", type=int, default=100_000)
-    demo.add_argument("--dim", type=int, default=256)
-    demo.add_argument("--image-only", type=int, default=6, help="factors only the images carry")
-    demo.add_argument("--seed", type=int, default=0)
-    align = sub.add_parser("align", help="alignment of two .npy files (streamed, any size)")
-    align.add_argument("images", help="(n, d) float .npy of image embeddings")
-    align.add_argument("texts", help="(n, d) float .npy of text embeddings, row i paired with images row i")
-    align.add_argument("--chunk-rows", type=int, default=32768)
-    for sp in (demo, align):
-        sp.add_argument("--topq", type=float, default=0.1, help="top fraction of anchor modes (0, 1]")
-        sp.add_argument("--json", action="store_true", help="print the result as JSON")
-    return p
+@app.command()
+def demo(
+    n: int = typer.Option(100_000, help="pairs"),
+    dim: int = typer.Option(256, help="embedding dimension"),
+    image_only: int = typer.Option(6, help="factors only the images carry"),
+    seed: int = typer.Option(0),
+    topq: float = typer.Option(0.1, help="top fraction of anchor modes in SAS, in (0, 1]"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Every alignment metric of built-in synthetic paired embeddings, printed."""
+    import fastsas as fs
+
+    out_console.print(f"synthetic paired embeddings: n={n:,}, dim={dim}, {image_only} factors only the images carry")
+    start = time.perf_counter()
+    images, texts = fs.synthetic.paired_embeddings(n, dim, image_only_factors=image_only, seed=seed)
+    _print_alignment(fs.Moments(dim).update(images, texts).alignment(topq), time.perf_counter() - start, as_json)
+
+
+def _print_alignment(result: dict, seconds: float, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"fastsas alignment of {result['n']:,} pairs (topq={result['topq']}) in {seconds:.2f} s")
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        if key not in ("n", "topq"):
+            print(f"  {key:<{width}}  {value: .6f}")
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    # Click's UsageError, whether from click itself or the copy newer typer versions carry:
+    # recognised by its public shape rather than by a private import path.
+    return getattr(exc, "exit_code", None) == EXIT_USAGE and hasattr(exc, "format_message")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    start = time.perf_counter()
+    """Run the command line; returns the exit code (0 success, 2 bad usage or input)."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if not argv:
+        argv = ["--help"]
     try:
-        result = {"demo": _demo, "align": _align}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"fastsas: error: {exc}", file=sys.stderr)
+        app(args=argv, prog_name="fastsas", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        return 1
+    except UserError as exc:
+        err_console.print(f"fastsas: error: {exc}", highlight=False, soft_wrap=True, markup=False)
         return EXIT_USAGE
-    seconds = time.perf_counter() - start
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        _print_table(result, seconds)
+    except USER_ERRORS as exc:
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        err_console.print(f"fastsas: error: {' '.join(message.split())}", highlight=False, soft_wrap=True,
+                          markup=False)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - only usage errors are ours to report; others re-raise
+        if not _is_usage_error(exc):
+            raise
+        message = " ".join(exc.format_message().split())
+        err_console.print(f"fastsas: error: {message} (see: fastsas --help)", highlight=False, soft_wrap=True,
+                          markup=False)
+        return EXIT_USAGE
     return 0
 
 

@@ -1,0 +1,126 @@
+"""The `fastsas` command end to end: audit (demo and archives), compare, gap, help, and
+exit code 2 with one line for bad usage or input."""
+import json
+
+import numpy as np
+import pytest
+
+import fastsas as fs
+from fastsas.cli import main
+
+pytest.importorskip("fastsas.store")
+pytest.importorskip("fastsas.report")
+
+
+def _one_line_error(capsys, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fastsas: error:") and "\n" not in err, err
+    for f in fragments:
+        assert f in err, err
+
+
+@pytest.fixture(scope="module")
+def archive_files(tmp_path_factory):
+    """A small demo archive as a .npz with its metadata in a Parquet-free form: two .npy
+    files plus the metadata kept by the test, and an EmbeddingStore."""
+    from fastsas.store import EmbeddingStore
+
+    root = tmp_path_factory.mktemp("archive")
+    a = fs.synthetic.demo_archive(3000, 32, seed=1)
+    np.save(root / "images.npy", a["images"])
+    np.save(root / "texts.npy", a["texts"])
+    store = EmbeddingStore.create(root / "store", dim=32, chunk_rows=1000)
+    for s in range(0, 3000, 1000):
+        store.append(a["images"][s:s + 1000], a["texts"][s:s + 1000],
+                     {k: v[s:s + 1000] for k, v in a["metadata"].items()})
+    store.close()
+    return root, a
+
+
+def test_every_subcommand_has_help(capsys):
+    for cmd in ("audit", "compare", "gap", "align", "demo"):
+        assert main([cmd, "--help"]) == 0
+        assert "Usage" in capsys.readouterr().out
+
+
+def test_audit_demo_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["audit", "--demo", "--demo-n", "3000", "--out", str(out), "--quiet"]) == 0
+    assert {p.name for p in out.iterdir()} >= {"report.html", "report.json", "report.md"}
+    data = json.loads((out / "report.json").read_text())
+    a = fs.synthetic.demo_archive(3000, 128)
+    meta = a["metadata"]
+    want = fs.audit(a["images"], a["texts"], groups=meta["modality"], periods=meta["year"],
+                    image_ids=meta["study_id"], text_ids=meta["study_id"])
+    got = data["audit"] if "audit" in data else data
+    for k in ("sas_i2t", "sas_t2i", "sas_imbalance", "cka", "svcca", "rmg"):
+        assert got["alignment"][k] == pytest.approx(want.alignment[k], rel=1e-12), k
+    assert got["uncertainty"]["sas_imbalance"]["se"] == pytest.approx(want.uncertainty["sas_imbalance"]["se"], rel=1e-9)
+    assert {m["id"] for m in got["mismatches"]} >= {meta["study_id"][r] for r in a["planted"]}
+    assert "sas_imbalance" in capsys.readouterr().out
+
+
+def test_audit_store_with_groups_matches_api(archive_files, tmp_path):
+    root, a = archive_files
+    out = tmp_path / "r"
+    assert main(["audit", str(root / "store"), "--group-by", "modality", "--id-column", "study_id",
+                 "--out", str(out), "--format", "json", "--quiet"]) == 0
+    data = json.loads((out / "report.json").read_text())
+    got = data["audit"] if "audit" in data else data
+    meta = a["metadata"]
+    want = fs.audit(a["images"], a["texts"], groups=meta["modality"], image_ids=meta["study_id"],
+                    text_ids=meta["study_id"])
+    assert [g["group"] for g in got["groups"]] == [g["group"] for g in want.groups]
+    for g, w in zip(got["groups"], want.groups):
+        assert g["alignment"]["sas_i2t"] == pytest.approx(w["alignment"]["sas_i2t"], rel=1e-12)
+    assert not (out / "report.html").exists()
+
+
+def test_audit_bad_usage_exits_2(archive_files, tmp_path, capsys):
+    root, _ = archive_files
+    assert main(["audit", str(root / "store"), "--group-by", "scanner", "--quiet", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "--group-by scanner: no such metadata column", "modality")
+    assert main(["audit", str(tmp_path / "missing-store"), "--quiet"]) == 2
+    _one_line_error(capsys, "missing-store")
+    assert main(["audit", "--demo", "--format", "pdf", "--quiet"]) == 2
+    _one_line_error(capsys, "--format pdf is not one of html, json, md")
+    assert main(["audit", "--quiet"]) == 2
+    _one_line_error(capsys, "give an archive to audit, or --demo")
+    assert main(["audit", "--demo", "--topq", "0", "--demo-n", "500", "--quiet", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "topq must be in (0, 1]")
+    assert main(["audit", "--demo", "--no-such-option"]) == 2
+    _one_line_error(capsys, "--no-such-option")
+
+
+def test_audit_corrupt_store_exits_2(archive_files, tmp_path, capsys):
+    import shutil
+
+    root, _ = archive_files
+    broken = tmp_path / "broken"
+    shutil.copytree(root / "store", broken)
+    victims = sorted(p for p in broken.rglob("*") if p.is_file() and "images" in str(p.relative_to(broken)))
+    victims[-1].write_bytes(b"\x00" * 7)
+    assert main(["audit", str(broken), "--quiet", "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "broken")
+
+
+def test_compare_two_archives(archive_files, tmp_path, capsys):
+    root, _ = archive_files
+    out = tmp_path / "cmp"
+    assert main(["compare", str(root / "store"), str(root / "store"), "--out", str(out), "--quiet"]) == 0
+    data = json.loads((out / "compare.json").read_text())
+    assert len(data["archives"]) == 2
+    assert data["archives"][0]["sas_i2t"] == data["archives"][1]["sas_i2t"]
+    assert "fastsas compare" in capsys.readouterr().out
+
+
+def test_gap_sweep_with_labels(archive_files, tmp_path, capsys):
+    root, _ = archive_files
+    out = tmp_path / "gap"
+    assert main(["gap", str(root / "store"), "--lams", "0,0.5,1", "--labels", "modality", "--out", str(out),
+                 "--quiet"]) == 0
+    data = json.loads((out / "gap.json").read_text())
+    assert len(data["points"]) == 3 and data["best_lam"] in (0.0, 0.5, 1.0)
+    assert "best lambda" in capsys.readouterr().out
+    assert main(["gap", str(root / "store"), "--lams", "0,x", "--quiet"]) == 2
+    _one_line_error(capsys, "--lams must be comma-separated numbers")
