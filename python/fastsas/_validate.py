@@ -123,3 +123,39 @@ def rename_bad_rows(exc: ValueError, names: dict[str, str], *, offset: int = 0, 
     err.rows = rows  # type: ignore[attr-defined]
     err.input = name  # type: ignore[attr-defined]
     return err
+
+
+def check_number_sequence(value: Any, name: str, *, integers: bool, low: float, high: float | None,
+                          sequence_of: str, example: str, item: str, item_range: str) -> tuple:
+    """A non-empty tuple of distinct numbers in [low, high] (a lone number is a 1-tuple).
+
+    sequence_of: what a valid value is ("positive integers"); example: "(1, 5, 10)";
+    item: the word for one element in messages ("k"); item_range: how the bound is said
+    (">= 1", "in [0, 1]").
+    """
+    scalar = (int, np.integer) if integers else (int, float, np.integer, np.floating)
+    if isinstance(value, scalar) and not isinstance(value, bool):
+        value = (value,)
+    usage = f"{name} must be a sequence of {sequence_of} such as {example}, got {value!r}"
+    if isinstance(value, (str, bytes)):
+        raise TypeError(usage)
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(usage) from None
+    if not items:
+        raise ValueError(f"{name} is empty: give at least one {'cutoff' if integers else item}"
+                         f"{'' if integers else ' ' + item_range}, e.g. {name}={example}")
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, scalar):
+            held = "integers" if integers else f"numbers {item_range}"
+            raise TypeError(f"{name} must hold {held}, got {v!r} in {name}={tuple(items)!r}")
+        number = int(v) if integers else float(v)
+        if not (number >= low and (high is None or number <= high)):
+            shown = tuple(int(i) if integers else float(i) for i in items)
+            raise ValueError(f"every {item} in {name} must be {item_range}, got {number} in {name}={shown}")
+        out.append(number)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} has repeated values: {tuple(out)}")
+    return tuple(out)

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from fastsas import _core
-from fastsas._validate import as_pair, check_topq, rename_bad_rows, resolve_threads
+from fastsas._validate import as_pair, check_number_sequence, check_topq, rename_bad_rows, resolve_threads
 from fastsas.moments import Moments
 from fastsas.retrieval import _check_ks
 from fastsas.retrieval import retrieval as _retrieval
@@ -69,27 +69,9 @@ def _check_lam(lam: Any, name: str = "lam") -> float:
 
 
 def _check_lams(lams: Any) -> tuple[float, ...]:
-    if isinstance(lams, (int, float, np.integer, np.floating)) and not isinstance(lams, bool):
-        lams = (lams,)
-    if isinstance(lams, (str, bytes)):
-        raise TypeError(f"lams must be a sequence of numbers in [0, 1] such as (0, 0.5, 1), got {lams!r}")
-    try:
-        items = list(lams)
-    except TypeError:
-        raise TypeError(f"lams must be a sequence of numbers in [0, 1] such as (0, 0.5, 1), got {lams!r}") from None
-    if not items:
-        raise ValueError("lams is empty: give at least one lambda in [0, 1], e.g. lams=(0, 0.5, 1)")
-    out = []
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise TypeError(f"lams must hold numbers in [0, 1], got {v!r} in lams={tuple(items)!r}")
-        f = float(v)
-        if not (0.0 <= f <= 1.0):
-            raise ValueError(f"every lambda in lams must be in [0, 1], got {f} in lams={tuple(float(i) for i in items)}")
-        out.append(f)
-    if len(set(out)) != len(out):
-        raise ValueError(f"lams has repeated values: {tuple(out)}")
-    return tuple(out)
+    return check_number_sequence(lams, "lams", integers=False, low=0.0, high=1.0,
+                                 sequence_of="numbers in [0, 1]", example="(0, 0.5, 1)", item="lambda",
+                                 item_range="in [0, 1]")
 
 
 def _check_gap(gap: Any, dim: int | None) -> np.ndarray:

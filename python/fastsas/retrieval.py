@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsas import _core
-from fastsas._validate import as_embeddings, rename_bad_rows, resolve_threads
+from fastsas._validate import as_embeddings, check_number_sequence, rename_bad_rows, resolve_threads
 
 __all__ = ["retrieval"]
 
@@ -51,23 +51,8 @@ def _codes(image_ids: Any, text_ids: Any, n_images: int, n_texts: int) -> tuple[
 
 
 def _check_ks(ks: Any, n_images: int, n_texts: int) -> tuple[int, ...]:
-    if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
-        ks = (ks,)
-    try:
-        items = list(ks)
-    except TypeError:
-        raise TypeError(f"ks must be a sequence of positive integers such as (1, 5, 10), got {ks!r}") from None
-    if not items:
-        raise ValueError("ks is empty: give at least one cutoff, e.g. ks=(1, 5, 10)")
-    out = []
-    for k in items:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"ks must hold integers, got {k!r} in ks={tuple(items)!r}")
-        if k < 1:
-            raise ValueError(f"every k in ks must be >= 1, got {int(k)} in ks={tuple(int(v) for v in items)}")
-        out.append(int(k))
-    if len(set(out)) != len(out):
-        raise ValueError(f"ks has repeated values: {tuple(out)}")
+    out = check_number_sequence(ks, "ks", integers=True, low=1, high=None, sequence_of="positive integers",
+                                example="(1, 5, 10)", item="k", item_range=">= 1")
     gallery = min(n_images, n_texts)
     too_big = [k for k in out if k > gallery]
     if too_big:
