@@ -1,5 +1,17 @@
+import os
+import shutil
+
 import numpy as np
 import pytest
+
+
+def pytest_configure(config):
+    # CI sets FASTSAS_REQUIRE_BROWSER=1 after installing Chromium, so the browser test can
+    # never silently skip there.
+    if os.environ.get("FASTSAS_REQUIRE_BROWSER") == "1" and not (
+        shutil.which("chromium") or shutil.which("chromium-browser")
+    ):
+        raise pytest.UsageError("FASTSAS_REQUIRE_BROWSER=1 but no chromium on PATH: apt-get install -y chromium")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -152,8 +152,6 @@ def audit(
     result = fs.audit(source, groups=groups, periods=periods, image_ids=ids, text_ids=ids, topq=topq,
                       retrieval=retrieval, jackknife_blocks=jackknife_blocks, mismatches=mismatches,
                       chunk_rows=chunk_rows, threads=threads, progress=steps)
-    if ids is not None:
-        result = _with_ids(result, ids)
     with steps.step("fingerprint of the input"):
         fingerprint = _fingerprint(source)
     with steps.step("report"):
@@ -162,14 +160,6 @@ def audit(
     _print_summary(result, time.perf_counter() - start)
     for kind, path in paths.items():
         out_console.print(f"  {kind}: {path}")
-
-
-def _with_ids(result, ids: np.ndarray):
-    from dataclasses import replace
-
-    rows = [{**m, "id": ids[m["row"]].item() if hasattr(ids[m["row"]], "item") else ids[m["row"]]}
-            for m in result.mismatches]
-    return replace(result, mismatches=rows)
 
 
 def _print_summary(result, seconds: float) -> None:
