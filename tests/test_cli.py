@@ -124,3 +124,17 @@ def test_gap_sweep_with_labels(archive_files, tmp_path, capsys):
     assert "best lambda" in capsys.readouterr().out
     assert main(["gap", str(root / "store"), "--lams", "0,x", "--quiet"]) == 2
     _one_line_error(capsys, "--lams must be comma-separated numbers")
+
+
+def test_archive_columns_enter_the_report_only_on_request(archive_files, tmp_path):
+    root, a = archive_files
+    plain, shown = tmp_path / "plain", tmp_path / "shown"
+    args = [str(root / "store"), "--id-column", "study_id", "--quiet", "--format", "html,json"]
+    assert main(["audit", *args, "--out", str(plain)]) == 0
+    assert main(["audit", *args, "--out", str(shown), "--include-column", "site"]) == 0
+    first = json.loads((shown / "report.json").read_text())["mismatches"][0]
+    assert first["columns"]["site"] == a["metadata"]["site"][first["row"]]
+    assert "Included on request: site" in (shown / "report.html").read_text()
+    assert "columns" not in json.loads((plain / "report.json").read_text())["mismatches"][0]
+    assert "<th>site</th>" not in (plain / "report.html").read_text()
+    assert main(["audit", *args, "--out", str(tmp_path / "x"), "--include-column", "notes"]) == 2

@@ -124,6 +124,10 @@ def audit(
     chunk_rows: int = typer.Option(32768, help="rows per streamed chunk"),
     threads: Optional[int] = typer.Option(None, help="worker threads (default: all cores)"),
     demo_n: int = typer.Option(20000, help="studies in the --demo archive"),
+    include_column: List[str] = typer.Option(
+        [], "--include-column",
+        help="metadata column to show beside each suspected mismatch (e.g. report text); off by default "
+             "because such columns are patient data. Repeatable."),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Audit an archive: SAS both ways with intervals, every metric, retrieval, subgroups,
@@ -148,10 +152,17 @@ def audit(
     groups = _column(meta, group_by, "--group-by")
     periods = _column(meta, period_by, "--period-by")
     ids = _column(meta, id_column, "--id-column")
+    shown = {name: _column(meta, name, "--include-column") for name in include_column}
     start = time.perf_counter()
     result = fs.audit(source, groups=groups, periods=periods, image_ids=ids, text_ids=ids, topq=topq,
                       retrieval=retrieval, jackknife_blocks=jackknife_blocks, mismatches=mismatches,
                       chunk_rows=chunk_rows, threads=threads, progress=steps)
+    if shown:
+        from dataclasses import replace
+
+        result = replace(result, mismatches=[
+            {**m, "columns": {name: np.asarray(values[m["row"]]).item() for name, values in shown.items()}}
+            for m in result.mismatches])
     with steps.step("fingerprint of the input"):
         fingerprint = _fingerprint(source)
     with steps.step("report"):
@@ -274,13 +285,17 @@ def align(
     topq: float = typer.Option(0.1, help="top fraction of anchor modes in SAS, in (0, 1]"),
     chunk_rows: int = typer.Option(32768, help="rows per streamed chunk"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Every alignment metric of two .npy files, streamed (memory stays at one chunk)."""
     import fastsas as fs
-    from fastsas.io import iter_npy_pairs
+    from fastsas.io import NpyPairSource
 
+    source = NpyPairSource(images, texts)
     start = time.perf_counter()
-    result = fs.Moments.from_chunks(iter_npy_pairs(images, texts, chunk_rows)).alignment(topq)
+    chunks = Steps(not quiet and not as_json)(source.iter_chunks(chunk_rows), "moments (one pass)",
+                                             -(-source.n // chunk_rows))
+    result = fs.Moments.from_chunks(chunks, dim=source.dim).alignment(topq)
     _print_alignment(result, time.perf_counter() - start, as_json)
 
 

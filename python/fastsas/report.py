@@ -861,16 +861,22 @@ def _html_page(F: _Figures, d: Mapping, gap: Mapping | None, meta: Mapping, show
     out('<section id="mismatches"><h2>Suspected mismatches</h2>')
     if mismatches:
         with_ids = any("id" in m for m in mismatches)
+        # Columns the user explicitly asked to include (e.g. report text), never by default.
+        included = list(dict.fromkeys(k for m in mismatches for k in (m.get("columns") or {})))
+        privacy = ("Ids are the archive's own key column; no report text or other columns are included."
+                   if not included else
+                   "Included on request: " + ", ".join(included) + ". Treat this file as patient data.")
         out("<p>Pairs whose own match ranks poorly in both directions: the image's own text is ranked "
             "r-th among all texts, and the text's own image s-th among all images. These are worth "
             "checking for a report filed against the wrong study. "
-            + ("Ids are the archive's own key column; no report text or other columns are included."
-               if with_ids else "Rows are positions in the input.") + "</p>")
-        headers = ["#", "row"] + ([id_column_name] if with_ids else []) + ["I→T rank", "T→I rank"]
+            + _e(privacy if with_ids or included else "Rows are positions in the input.") + "</p>")
+        headers = (["#", "row"] + ([id_column_name] if with_ids else []) + ["I→T rank", "T→I rank"]
+                   + included)
         body = []
         for i, m in enumerate(mismatches, 1):
+            extra = m.get("columns") or {}
             body.append([i, str(m.get("row"))] + ([str(m.get("id"))] if with_ids else [])
-                        + [m.get("i2t_rank"), m.get("t2i_rank")])
+                        + [m.get("i2t_rank"), m.get("t2i_rank")] + [str(extra.get(c, "")) for c in included])
         out(_table(headers, body))
     elif not _mismatches_assessed(d):
         out("<p>Not assessed: retrieval was not computed.</p>")
