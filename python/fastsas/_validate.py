@@ -159,3 +159,19 @@ def check_number_sequence(value: Any, name: str, *, integers: bool, low: float, 
     if len(set(out)) != len(out):
         raise ValueError(f"{name} has repeated values: {tuple(out)}")
     return tuple(out)
+
+
+def one_per_row(values: Any, name: str, rows: int, *, item: str, per: str, counted: str | None = None) -> np.ndarray:
+    """`values` as a 1-D array with exactly one `item` per `per` (e.g. one "label" per
+    "pair"); `counted` is the word for the elements when the count is wrong (default
+    item + "s")."""
+    try:
+        arr = np.asarray(values)
+    except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
+        raise TypeError(f"{name} must be a 1-D sequence of {item}s, one per {per}: {exc}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one {item} per {per}), got shape {arr.shape}")
+    if arr.shape[0] != rows:
+        raise ValueError(f"{name} has {arr.shape[0]} {counted or item + 's'} but there are {rows} {per}s; "
+                         f"give one {item} per {per}")
+    return arr

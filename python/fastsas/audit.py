@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from fastsas import _core
-from fastsas._validate import as_pair, check_topq, rename_bad_rows, resolve_threads
+from fastsas._validate import as_pair, check_topq, one_per_row, rename_bad_rows, resolve_threads
 from fastsas.moments import Moments
 
 JACKKNIFE_METRICS = ("sas_i2t", "sas_t2i", "sas_imbalance", "cka")
@@ -57,11 +57,7 @@ class AuditResult:
 # -- labels ---------------------------------------------------------------------------------
 def _codes(labels: Any, n: int, name: str) -> tuple[list, np.ndarray]:
     """(sorted distinct labels as plain Python values, int32 code per row)."""
-    arr = np.asarray(labels)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D with one label per pair, got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} labels but there are {n} pairs; give one label per pair")
+    arr = one_per_row(labels, name, n, item="label", per="pair")
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise ValueError(f"{name} has NaN labels at rows {np.flatnonzero(np.isnan(arr))[:10].tolist()}; "
                          "use a string such as 'unknown' for missing labels")

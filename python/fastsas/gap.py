@@ -33,7 +33,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from fastsas import _core
-from fastsas._validate import as_pair, check_number_sequence, check_topq, rename_bad_rows, resolve_threads
+from fastsas._validate import (as_pair, check_number_sequence, check_topq, one_per_row, rename_bad_rows,
+                               resolve_threads)
 from fastsas.moments import Moments
 from fastsas.retrieval import _check_ks
 from fastsas.retrieval import retrieval as _retrieval
@@ -389,14 +390,7 @@ class _ChunkSource:
 # --------------------------------------------------------------------------- probe
 def _check_labels(labels: Any, n: int, cv: int) -> tuple[np.ndarray, list[Any]]:
     """Integer class codes 0..k-1 (one per pair) and the class values."""
-    try:
-        arr = np.asarray(labels)
-    except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
-        raise TypeError(f"labels must be a 1-D sequence of class labels, one per pair: {exc}") from exc
-    if arr.ndim != 1:
-        raise ValueError(f"labels must be 1-D (one class label per pair), got shape {arr.shape}")
-    if arr.shape[0] != n:
-        raise ValueError(f"labels has {arr.shape[0]} entries but there are {n} pairs; give one class label per pair")
+    arr = one_per_row(labels, "labels", n, item="class label", per="pair", counted="entries")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         bad = np.flatnonzero(~np.isfinite(arr))
         raise ValueError(f"labels has NaN or Inf at {bad.size} rows (first: {bad[:_SHOWN].tolist()}); "

@@ -14,17 +14,23 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 
+def read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, header length) from an open binary file object
+    positioned at the start of a .npy stream (a file, or a member of an .npz)."""
+    version = npy_format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+    else:
+        shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+    return tuple(shape), fortran, dtype, f.tell()
+
+
 def npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """(shape, dtype, fortran_order, data offset) of a .npy file, read without loading it."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            version = npy_format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = npy_format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = npy_format.read_array_header_2_0(f)
-            offset = f.tell()
+            shape, fortran, dtype, offset = read_npy_header(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except ValueError as exc:

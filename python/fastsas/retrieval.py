@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsas import _core
-from fastsas._validate import as_embeddings, check_number_sequence, rename_bad_rows, resolve_threads
+from fastsas._validate import as_embeddings, check_number_sequence, one_per_row, rename_bad_rows, resolve_threads
 
 __all__ = ["retrieval"]
 
@@ -15,15 +15,7 @@ _NAMES = {"x": "images", "y": "texts"}
 
 
 def _as_id_array(ids: Any, name: str, rows: int, side: str) -> np.ndarray:
-    try:
-        arr = np.asarray(ids)
-    except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
-        raise TypeError(f"{name} must be a 1-D sequence of ids, one per {side} row: {exc}") from exc
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one id per {side} row), got shape {arr.shape}")
-    if arr.shape[0] != rows:
-        raise ValueError(f"{name} has {arr.shape[0]} ids but there are {rows} {side} rows; give one id per row")
-    return arr
+    return one_per_row(ids, name, rows, item="id", per=f"{side} row")
 
 
 def _codes(image_ids: Any, text_ids: Any, n_images: int, n_texts: int) -> tuple[np.ndarray, np.ndarray]:

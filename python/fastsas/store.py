@@ -59,9 +59,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from numpy.lib import format as npy_format
 
-from fastsas.io import NpyPairSource, _iter_rows
+from fastsas.io import NpyPairSource, _iter_rows, read_npy_header
 
 __all__ = [
     "ArrayPairSource", "ColumnNotFoundError", "EmbeddingStore", "FORMAT_VERSION", "NpyPair", "NpzPairSource",
@@ -1225,12 +1224,7 @@ class NpzPairSource(_MetadataMixin):
         where = f"{self.path} (array {key!r})"
         try:
             with zf.open(info) as f:
-                version = npy_format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = npy_format.read_array_header_1_0(f)
-                else:
-                    shape, fortran, dtype = npy_format.read_array_header_2_0(f)
-                header_len = f.tell()
+                shape, fortran, dtype, header_len = read_npy_header(f)
         except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
             raise StoreError(f"{where} is not a valid .npy member ({exc}); the file is corrupt") from None
         if dtype.hasobject:
