@@ -169,3 +169,28 @@ def test_within_group_retrieval_finds_mismatches():
         fs.audit(x, y, retrieval="all")
     with pytest.raises(TypeError, match="or a paired source"):
         fs.audit(x)
+
+
+def test_subgroup_intervals_match_a_jackknife_of_the_subgroup_alone(data):
+    x, y = data
+    groups = np.arange(N) % 3
+    r = fs.audit(x, y, groups=groups, jackknife_blocks=6, retrieval="none")
+    for g in r.groups:
+        rows = groups == g["group"]
+        # a subgroup's blocks interleave by position within the subgroup
+        block_of = np.full(N, -1)
+        block_of[rows] = np.arange(rows.sum()) % 6
+        alone = []
+        for b in range(6):
+            keep = rows & (block_of != b)
+            a = fs.alignment(x[keep], y[keep])
+            alone.append({**a, "sas_imbalance": a["sas_i2t"] - a["sas_t2i"]})
+        for key in JACKKNIFE_METRICS:
+            v = np.array([a[key] for a in alone])
+            se = math.sqrt(5 / 6 * np.sum((v - v.mean()) ** 2))
+            assert g["uncertainty"][key]["se"] == pytest.approx(se, rel=1e-7), (g["group"], key)
+            assert g["uncertainty"][key]["ci_low"] < g["alignment"][key] < g["uncertainty"][key]["ci_high"]
+    # a memory cap too small for 5 blocks per subgroup leaves subgroups without intervals
+    capped = fs.audit(x, y, groups=groups, retrieval="none", max_cell_bytes=1)
+    assert all("uncertainty" not in g for g in capped.groups)
+    assert capped.groups[0]["alignment"]["sas_i2t"] == pytest.approx(r.groups[0]["alignment"]["sas_i2t"], rel=1e-10)

@@ -191,6 +191,7 @@ def audit(
     chunk_rows: int = 65536,
     threads: int | None = None,
     progress: Any = None,
+    max_cell_bytes: int = 2 << 30,
 ) -> AuditResult:
     """Audit paired embeddings: whole archive, subgroups, uncertainty, mismatches, drift.
 
@@ -201,6 +202,9 @@ def audit(
     retrieval: "both" (whole gallery and within each subgroup), "whole", "within" or
     "none" (False). Suspected mismatches come from the whole-gallery ranks, or from the
     within-subgroup ranks when only those are computed.
+    Subgroups get jackknife intervals too: their rows are kept per (subgroup, block) cell,
+    whose merge is the subgroup. The cells' memory is capped by `max_cell_bytes` (a state is
+    (2d)^2 float64), using fewer blocks per subgroup when needed (at least 5, else none).
     progress: optional callable progress(iterable, description, total) -> iterable that
     wraps each long step (the CLI passes rich progress bars).
     groups: optional label per pair (modality, body part, site, ...). periods: optional
@@ -254,7 +258,9 @@ def audit(
     # One pass: every chunk feeds the jackknife blocks (whose merge is the whole archive),
     # the subgroups and the periods.
     blocks = _core.MomentsGroups(int(jackknife_blocks), d, True)
-    by_group = _core.MomentsGroups(len(group_labels), d, True) if group_labels else None
+    by_group = (_GroupCells(len(group_labels), d, jackknife_blocks, group_codes,
+                            id_codes if image_ids is not None else None, max_cell_bytes)
+                if group_labels else None)
     by_period = _core.MomentsGroups(len(period_labels), d, True) if period_labels else None
     if source is not None:
         chunks = _counted(source.iter_chunks(chunk_rows), n)
@@ -266,13 +272,14 @@ def audit(
         try:
             blocks.update(cx, cy, block_codes[start:stop], nthreads)
             if by_group is not None:
-                by_group.update(cx, cy, group_codes[start:stop], nthreads)
+                by_group.update(cx, cy, start, nthreads)
             if by_period is not None:
                 by_period.update(cx, cy, period_codes[start:stop], nthreads)
         except _core.BadRowsError as exc:
             raise rename_bad_rows(exc, {"x": "images", "y": "texts"}, offset=start) from None
 
     block_states = [blocks.group(b) for b in range(blocks.size)]
+    group_cells = by_group.cells() if by_group is not None else None
     whole = Moments._from_core(_merge_all(block_states))
     alignment = whole.alignment(q)
     uncertainty = jackknife(block_states, q, nthreads, alignment)
@@ -290,9 +297,10 @@ def audit(
         for _ in steps:
             ret = _retrieval_with_ranks(x, y, image_ids, text_ids, ks, nthreads)
     within = retrieval in ("both", "within") and group_labels is not None
-    group_rows, within_ranks = _group_results(x, y, group_labels, group_codes, by_group, q, ret, image_ids,
+    group_rows, within_ranks = _group_results(x, y, group_labels, group_codes, group_cells, q, ret, image_ids,
                                               text_ids, ks, nthreads, within, progress)
-    drift, _ = _group_results(x, y, period_labels, period_codes, by_period, q, None, None, None, ks,
+    period_cells = [[by_period.group(p)] for p in range(by_period.size)] if by_period is not None else None
+    drift, _ = _group_results(x, y, period_labels, period_codes, period_cells, q, None, None, None, ks,
                               nthreads, False)
     suspects: list[dict] = []
     rank_source = ret if ret is not None else within_ranks
@@ -312,6 +320,35 @@ def _counted(chunks: Iterable, n: int) -> Iterator[tuple[int, np.ndarray, np.nda
         start += len(cx)
     if start != n:
         raise ValueError(f"the source yielded {start} rows but declares n={n}")
+
+
+class _GroupCells:
+    """Moments per (group, jackknife block) cell in one grouped accumulator: a group's state
+    is the merge of its cells, and its cells are the blocks of its own jackknife."""
+
+    def __init__(self, groups: int, dim: int, blocks: int, group_codes: np.ndarray, id_codes: np.ndarray | None,
+                 max_bytes: int):
+        state_bytes = 8 * (2 * dim) ** 2
+        self.blocks = int(min(blocks, max(1, max_bytes // (state_bytes * groups))))
+        if self.blocks < 5:  # too few blocks for a useful interval: one cell per group
+            self.blocks = 1
+        self.groups = groups
+        if id_codes is not None:  # all rows of one id in one block, as for the whole archive
+            block = id_codes % self.blocks
+        else:  # interleaved by position within the group, so group and block never alias
+            counts = np.bincount(group_codes, minlength=groups)
+            order = np.argsort(group_codes, kind="stable")
+            position = np.empty(len(group_codes), dtype=np.int64)
+            position[order] = np.arange(len(group_codes)) - np.repeat(np.cumsum(counts) - counts, counts)
+            block = position % self.blocks
+        self.codes = (group_codes.astype(np.int64) * self.blocks + block).astype(np.int32)
+        self.core = _core.MomentsGroups(groups * self.blocks, dim, True)
+
+    def update(self, x, y, start: int, threads: int) -> None:
+        self.core.update(x, y, self.codes[start:start + len(x)], threads)
+
+    def cells(self) -> list[list]:
+        return [[self.core.group(g * self.blocks + b) for b in range(self.blocks)] for g in range(self.groups)]
 
 
 def _merge_all(states: Sequence):
@@ -338,7 +375,7 @@ def _retrieval_with_ranks(x, y, image_ids, text_ids, ks, threads) -> dict:
     return run(x, y, image_ids=image_ids, text_ids=text_ids, ks=ks, return_ranks=True, threads=threads)
 
 
-def _group_results(x, y, labels, codes, moments_groups, q, whole_ret, image_ids, text_ids, ks, threads,
+def _group_results(x, y, labels, codes, cells_by_group, q, whole_ret, image_ids, text_ids, ks, threads,
                    within, progress=None) -> tuple[list[dict], dict | None]:
     """Per-group rows, and (when `within`) every group's within-group ranks gathered into
     whole-archive row numbers, in the layout fs.retrieval(return_ranks=True) uses."""
@@ -350,7 +387,8 @@ def _group_results(x, y, labels, codes, moments_groups, q, whole_ret, image_ids,
     if progress is not None and within:
         items = progress(items, "subgroups (alignment, retrieval within)", len(items))
     for g, label in items:
-        core = moments_groups.group(g)
+        cells = [c for c in cells_by_group[g] if c.count > 0]
+        core = _merge_all(cells) if cells else _core.Moments(x.shape[1] if x is not None else 1, True)
         row: dict[str, Any] = {"group": label, "n": int(core.count)}
         if core.count < 2:
             row["status"] = f"too_small: {core.count} pair(s), alignment needs at least 2"
@@ -359,6 +397,10 @@ def _group_results(x, y, labels, codes, moments_groups, q, whole_ret, image_ids,
         try:
             row["alignment"] = Moments._from_core(core).alignment(q)
             row["status"] = "ok"
+            if len(cells) >= 2 and all(c.count >= 2 for c in cells):
+                row["uncertainty"] = jackknife(cells, q, threads, row["alignment"])
+            elif len(cells_by_group[g]) > 1:
+                row["uncertainty_note"] = "too few rows per jackknife block for an interval"
         except ValueError as exc:
             row["status"] = f"failed: {exc}"
             out.append(row)
