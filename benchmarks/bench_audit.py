@@ -59,7 +59,7 @@ def main() -> None:
         ("streamed fs.alignment pass", f"{t_align:.1f}", "-"),
         (f"retrieval within each of {args.groups} subgroups", f"{t_retrieval:.1f}", "-"),
         ("sum: what the audit must at least do", f"{floor:.1f}", "1.00"),
-        ("fs.audit (moments of archive, subgroups, 20 jackknife blocks; retrieval within)",
+        ("fs.audit (moments of archive, subgroup cells, 20 jackknife blocks; retrieval within)",
          f"{t_audit:.1f}", f"{t_audit / floor:.2f}"),
     ], ("what", "seconds", "x (alignment + retrieval)")))
     print(f"\npeak RSS {peak_rss_mb():.0f} MB (includes the memory-mapped pages of the retrieval runs); "
