@@ -11,6 +11,7 @@ import numpy as np
 from fastsas import _core
 from fastsas._validate import as_pair, check_topq, one_per_row, rename_bad_rows, resolve_threads
 from fastsas.moments import Moments
+from fastsas.retrieval import _codes as id_codes_of
 
 JACKKNIFE_METRICS = ("sas_i2t", "sas_t2i", "sas_imbalance", "cka")
 
@@ -249,8 +250,9 @@ def audit(
     group_labels, group_codes = _codes(groups, n, "groups") if groups is not None else (None, None)
     period_labels, period_codes = _codes(periods, n, "periods") if periods is not None else (None, None)
     if image_ids is not None:
-        _, id_codes = _codes(np.asarray(image_ids).astype(str) if np.asarray(image_ids).dtype.kind == "O"
-                             else image_ids, n, "image_ids")
+        # The same id coding retrieval uses for its ground truth: blocks, cells and suspects
+        # then agree with the ranks on which ids match.
+        id_codes, text_codes = id_codes_of(image_ids, text_ids, n, n)
         block_codes = (id_codes % jackknife_blocks).astype(np.int32)
     else:
         block_codes = (np.arange(n) % jackknife_blocks).astype(np.int32)
@@ -305,8 +307,9 @@ def audit(
     suspects: list[dict] = []
     rank_source = ret if ret is not None else within_ranks
     if rank_source is not None and mismatches:
-        icodes, tcodes = _id_codes(image_ids, text_ids, n)
-        suspects = _suspects(rank_source, icodes, tcodes, image_ids, mismatches)
+        if image_ids is None:  # default ground truth: row i <-> row i
+            id_codes = text_codes = np.arange(n, dtype=np.int64)
+        suspects = _suspects(rank_source, id_codes, text_codes, image_ids, mismatches)
     return AuditResult(n=int(n), dim=int(d), topq=q, alignment=alignment,
                        retrieval=_summary(ret) if ret is not None else None, uncertainty=uncertainty,
                        groups=group_rows, mismatches=suspects, drift=drift, profiles=profiles,
@@ -356,17 +359,6 @@ def _merge_all(states: Sequence):
     for s in states[1:]:
         out.merge(s)
     return out
-
-
-def _id_codes(image_ids: Any, text_ids: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    if image_ids is None:
-        codes = np.arange(n, dtype=np.int64)
-        return codes, codes
-    a, b = np.asarray(image_ids), np.asarray(text_ids)
-    _, inverse = np.unique(np.concatenate([a.astype(str), b.astype(str)]) if a.dtype != b.dtype
-                           else np.concatenate([a, b]), return_inverse=True)
-    inverse = inverse.reshape(-1)
-    return inverse[: len(a)], inverse[len(a):]
 
 
 def _retrieval_with_ranks(x, y, image_ids, text_ids, ks, threads) -> dict:
