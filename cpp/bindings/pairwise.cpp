@@ -66,6 +66,57 @@ py::dict retrieval_typed(const py::array& x, const py::array& y, const py::objec
   return out;
 }
 
+using Doubles = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+// A 1-D int32 code / float64 threshold array with one entry per row of a block.
+template <class A>
+A one_per_row(const py::object& obj, Index rows, const char* name, const char* kind) {
+  A a = A::ensure(obj);
+  if (!a) throw py::type_error(std::string(name) + " must be a 1-D " + kind + " array");
+  if (a.ndim() != 1 || a.shape(0) != rows)
+    throw py::value_error(std::string(name) + " must be 1-D with one entry per row (" + std::to_string(rows) +
+                          "), got shape of " + std::to_string(a.ndim() == 1 ? a.shape(0) : -1));
+  return a;
+}
+
+template <class T>
+py::array_t<double> thresholds_typed(const py::array& q, const py::array& c, const py::object& qcodes,
+                                     const py::object& ccodes, const std::string& qname, const std::string& cname,
+                                     int threads) {
+  const auto qv = fastsas::bindings::view_of<T>(q, "queries");
+  const auto cv = fastsas::bindings::view_of<T>(c, "candidates");
+  const Codes qc = one_per_row<Codes>(qcodes, qv.rows, "query_codes", "integer");
+  const Codes cc = one_per_row<Codes>(ccodes, cv.rows, "candidate_codes", "integer");
+  std::vector<double> thr;
+  {
+    py::gil_scoped_release release;
+    thr = fastsas::retrieval_thresholds(qv, cv, qc.data(), cc.data(), qname.c_str(), cname.c_str(), threads);
+  }
+  return to_numpy(std::move(thr), qv.rows, -1);
+}
+
+template <class T>
+py::dict counts_typed(const py::array& x, const py::array& y, const py::object& image_codes,
+                      const py::object& text_codes, const py::object& image_thresholds,
+                      const py::object& text_thresholds, const fastsas::RetrievalOptions& opt) {
+  const auto xv = fastsas::bindings::view_of<T>(x, "images");
+  const auto yv = fastsas::bindings::view_of<T>(y, "texts");
+  const Codes ic = one_per_row<Codes>(image_codes, xv.rows, "image_codes", "integer");
+  const Codes tc = one_per_row<Codes>(text_codes, yv.rows, "text_codes", "integer");
+  const Doubles it = one_per_row<Doubles>(image_thresholds, xv.rows, "image_thresholds", "float");
+  const Doubles tt = one_per_row<Doubles>(text_thresholds, yv.rows, "text_thresholds", "float");
+  fastsas::RetrievalCounts r;
+  {
+    py::gil_scoped_release release;
+    r = fastsas::retrieval_counts(xv, yv, ic.data(), tc.data(), it.data(), tt.data(), opt);
+  }
+  py::dict out;
+  out["image_counts"] = to_numpy(std::move(r.image_counts), xv.rows, -1);
+  out["text_counts"] = to_numpy(std::move(r.text_counts), yv.rows, -1);
+  out["rechecked"] = r.rechecked;
+  return out;
+}
+
 template <class T>
 py::dict mmd_typed(const py::array& x, const py::array& y, double sigma, const fastsas::MmdOptions& opt) {
   const auto xv = fastsas::bindings::view_of<T>(x, "x");
@@ -108,6 +159,45 @@ void register_pairwise(py::module_& m) {
       py::arg("x"), py::arg("y"), py::arg("image_codes") = py::none(), py::arg("text_codes") = py::none(),
       py::arg("tile_rows") = 0, py::arg("tile_cols") = 0, py::arg("threads") = 1, py::arg("topk") = 0,
       "Exact bidirectional retrieval ranks (0 for a query without a match) and optional top-k.");
+
+  m.def(
+      "retrieval_thresholds",
+      [](const py::array& queries, const py::array& candidates, const py::object& query_codes,
+         const py::object& candidate_codes, const std::string& query_input, const std::string& candidate_input,
+         int threads) {
+        if (!queries.dtype().is(candidates.dtype()))
+          throw py::type_error("queries and candidates must have the same dtype");
+        if (queries.dtype().is(py::dtype::of<float>()))
+          return thresholds_typed<float>(queries, candidates, query_codes, candidate_codes, query_input,
+                                         candidate_input, threads);
+        if (queries.dtype().is(py::dtype::of<double>()))
+          return thresholds_typed<double>(queries, candidates, query_codes, candidate_codes, query_input,
+                                          candidate_input, threads);
+        throw py::type_error("queries and candidates must be float32 or float64 arrays");
+      },
+      py::arg("queries"), py::arg("candidates"), py::arg("query_codes"), py::arg("candidate_codes"),
+      py::arg("query_input") = "x", py::arg("candidate_input") = "y", py::arg("threads") = 1,
+      "Per query, the canonical similarity of its best match among the candidates (+inf: none).");
+
+  m.def(
+      "retrieval_counts",
+      [](const py::array& x, const py::array& y, const py::object& image_codes, const py::object& text_codes,
+         const py::object& image_thresholds, const py::object& text_thresholds, Index tile_rows, Index tile_cols,
+         int threads) {
+        if (!x.dtype().is(y.dtype())) throw py::type_error("images and texts must have the same dtype");
+        fastsas::RetrievalOptions opt;
+        opt.tile_rows = tile_rows;
+        opt.tile_cols = tile_cols;
+        opt.threads = threads;
+        if (x.dtype().is(py::dtype::of<float>()))
+          return counts_typed<float>(x, y, image_codes, text_codes, image_thresholds, text_thresholds, opt);
+        if (x.dtype().is(py::dtype::of<double>()))
+          return counts_typed<double>(x, y, image_codes, text_codes, image_thresholds, text_thresholds, opt);
+        throw py::type_error("images and texts must be float32 or float64 arrays");
+      },
+      py::arg("x"), py::arg("y"), py::arg("image_codes"), py::arg("text_codes"), py::arg("image_thresholds"),
+      py::arg("text_thresholds"), py::arg("tile_rows") = 0, py::arg("tile_cols") = 0, py::arg("threads") = 1,
+      "Counts of non-matching candidates above each query's threshold for one (image, text) block pair.");
 
   m.def(
       "mmd",

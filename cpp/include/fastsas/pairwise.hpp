@@ -56,6 +56,36 @@ template <class T>
 RetrievalResult retrieval(const MatrixView<T>& x, const MatrixView<T>& y, const std::int32_t* image_codes,
                           const std::int32_t* text_codes, const RetrievalOptions& options);
 
+// Sharded retrieval (a cluster's tasks; fastsas.dask): the same ranks, a block pair at a time.
+// Because a count is a pure function of a pair of rows (its canonical similarity against the
+// query's threshold), summing the counts of every (image block, text block) pair and adding
+// 1 to the queries with a finite threshold gives exactly `retrieval`'s ranks.
+//
+// retrieval_thresholds: per query row, the canonical similarity of its best match among
+// `candidates` (rows with an equal code; give at least every match of every query), +inf
+// for a query without one. Bad rows raise BadRowsError naming `query_input` /
+// `candidate_input` and the row in that block.
+template <class T>
+std::vector<double> retrieval_thresholds(const MatrixView<T>& queries, const MatrixView<T>& candidates,
+                                         const std::int32_t* query_codes, const std::int32_t* candidate_codes,
+                                         const char* query_input, const char* candidate_input, int threads);
+
+struct RetrievalCounts {
+  // image_counts[i]: texts of this block that do not match image i (codes differ) and whose
+  // canonical similarity to it exceeds image_thresholds[i]; text_counts[j] likewise.
+  std::vector<std::int64_t> image_counts, text_counts;
+  std::int64_t rechecked = 0;
+};
+
+// x: a block of images, y: a block of texts, their codes (required, equal codes match) and
+// the thresholds of both sides (from retrieval_thresholds; +inf: nothing counts; NaN is
+// refused). One pass over the block pair's tiles serves both directions; options.topk is
+// ignored. Bad rows raise BadRowsError ("x" or "y", rows counted within the block).
+template <class T>
+RetrievalCounts retrieval_counts(const MatrixView<T>& x, const MatrixView<T>& y, const std::int32_t* image_codes,
+                                 const std::int32_t* text_codes, const double* image_thresholds,
+                                 const double* text_thresholds, const RetrievalOptions& options);
+
 // ------------------------------------------------------------------------------ MMD
 //
 // MMD = 100 (mean K(x_i, x_j) + mean K(y_i, y_j) - 2 mean K(x_i, y_j)), all pairs including
