@@ -3,6 +3,7 @@ suspected mismatches and drift over time, from one streaming pass over the momen
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -213,6 +214,8 @@ def audit(
     text_ids: retrieval ground truth (default row i <-> row i); with ids, jackknife blocks
     keep all rows of one id together. The moments of the whole archive, every subgroup,
     every period and every jackknife block come from one pass in `chunk_rows` chunks.
+    The pass is AuditPlan.new_state() / AuditState.accumulate / merge, and the rest is
+    AuditPlan.finalize: fastsas.dask maps the same pieces over a cluster.
 
     >>> import fastsas as fs, numpy as np
     >>> x, y = fs.synthetic.paired_embeddings(4000, 32, image_only_factors=3)
@@ -220,12 +223,7 @@ def audit(
     >>> [g["n"] for g in r.groups]
     [2000, 2000]
     """
-    q = check_topq(topq)
     nthreads = resolve_threads(threads)
-    if retrieval is True or retrieval is False:
-        retrieval = "both" if retrieval else "none"
-    if retrieval not in RETRIEVAL_SCOPES:
-        raise ValueError(f"retrieval must be one of {RETRIEVAL_SCOPES} (or True/False), got {retrieval!r}")
     source = images if texts is None and _is_source(images) else None
     if source is not None:
         n, d = int(source.n), int(source.dim)
@@ -237,83 +235,256 @@ def audit(
     else:
         x, y = as_pair(images, texts)
         n, d = x.shape
-    if isinstance(jackknife_blocks, bool) or not isinstance(jackknife_blocks, (int, np.integer)) \
-            or not 2 <= jackknife_blocks <= n:
-        raise ValueError(f"jackknife_blocks must be an integer in [2, n={n}], got {jackknife_blocks!r}")
-    if isinstance(mismatches, bool) or not isinstance(mismatches, (int, np.integer)) or mismatches < 0:
-        raise ValueError(f"mismatches must be a non-negative integer, got {mismatches!r}")
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    if (image_ids is None) != (text_ids is None):
-        raise ValueError("give both image_ids and text_ids, or neither (default: row i <-> row i)")
+    chunk_rows = _check_count(chunk_rows, "chunk_rows", "a positive integer", low=1)
+    plan = AuditPlan(n, d, groups=groups, image_ids=image_ids, text_ids=text_ids, topq=topq, periods=periods,
+                     jackknife_blocks=jackknife_blocks, mismatches=mismatches, retrieval=retrieval, ks=ks,
+                     max_cell_bytes=max_cell_bytes)
 
-    group_labels, group_codes = _codes(groups, n, "groups") if groups is not None else (None, None)
-    period_labels, period_codes = _codes(periods, n, "periods") if periods is not None else (None, None)
-    if image_ids is not None:
-        # The same id coding retrieval uses for its ground truth: blocks, cells and suspects
-        # then agree with the ranks on which ids match.
-        id_codes, text_codes = id_codes_of(image_ids, text_ids, n, n)
-        block_codes = (id_codes % jackknife_blocks).astype(np.int32)
-    else:
-        block_codes = (np.arange(n) % jackknife_blocks).astype(np.int32)
-
-    # One pass: every chunk feeds the jackknife blocks (whose merge is the whole archive),
-    # the subgroups and the periods.
-    blocks = _core.MomentsGroups(int(jackknife_blocks), d, True)
-    by_group = (_GroupCells(len(group_labels), d, jackknife_blocks, group_codes,
-                            id_codes if image_ids is not None else None, max_cell_bytes)
-                if group_labels else None)
-    by_period = _core.MomentsGroups(len(period_labels), d, True) if period_labels else None
+    state = plan.new_state()
     if source is not None:
         chunks = _counted(source.iter_chunks(chunk_rows), n)
     else:
         chunks = ((s, x[s:s + chunk_rows], y[s:s + chunk_rows]) for s in range(0, n, chunk_rows))
     chunk_count = -(-n // chunk_rows)
     for start, cx, cy in (progress(chunks, "moments (one pass)", chunk_count) if progress else chunks):
-        stop = start + len(cx)
-        try:
-            blocks.update(cx, cy, block_codes[start:stop], nthreads)
-            if by_group is not None:
-                by_group.update(cx, cy, start, nthreads)
-            if by_period is not None:
-                by_period.update(cx, cy, period_codes[start:stop], nthreads)
-        except _core.BadRowsError as exc:
-            raise rename_bad_rows(exc, {"x": "images", "y": "texts"}, offset=start) from None
+        state.accumulate(cx, cy, plan.codes(start, start + len(cx)), nthreads, offset=start)
 
-    block_states = [blocks.group(b) for b in range(blocks.size)]
-    group_cells = by_group.cells() if by_group is not None else None
-    whole = Moments._from_core(_merge_all(block_states))
-    alignment = whole.alignment(q)
-    uncertainty = jackknife(block_states, q, nthreads, alignment)
-    profiles = {}
-    for direction in ("i2t", "t2i"):
-        prof = whole.spectral_profile(direction)
-        profiles[direction] = {"eigenvalues": prof.eigenvalues.tolist(), "rho": prof.rho.tolist()}
-    sas_sweep = {k: np.asarray(v).tolist() for k, v in whole.sas_sweep().items()}
-
-    if retrieval != "none" and source is not None:
+    if plan.retrieval != "none" and source is not None:
         x, y = source.arrays()
-    ret = None
-    if retrieval in ("both", "whole"):
-        steps = progress([None], "retrieval, whole gallery", 1) if progress else [None]
-        for _ in steps:
-            ret = _retrieval_with_ranks(x, y, image_ids, text_ids, ks, nthreads)
-    within = retrieval in ("both", "within") and group_labels is not None
-    group_rows, within_ranks = _group_results(x, y, group_labels, group_codes, group_cells, q, ret, image_ids,
-                                              text_ids, ks, nthreads, within, progress)
-    period_cells = [[by_period.group(p)] for p in range(by_period.size)] if by_period is not None else None
-    drift, _ = _group_results(x, y, period_labels, period_codes, period_cells, q, None, None, None, ks,
-                              nthreads, False)
-    suspects: list[dict] = []
-    rank_source = ret if ret is not None else within_ranks
-    if rank_source is not None and mismatches:
-        if image_ids is None:  # default ground truth: row i <-> row i
-            id_codes = text_codes = np.arange(n, dtype=np.int64)
-        suspects = _suspects(rank_source, id_codes, text_codes, image_ids, mismatches)
-    return AuditResult(n=int(n), dim=int(d), topq=q, alignment=alignment,
-                       retrieval=_summary(ret) if ret is not None else None, uncertainty=uncertainty,
-                       groups=group_rows, mismatches=suspects, drift=drift, profiles=profiles,
-                       sas_sweep=sas_sweep)
+
+    def retrieve(rows, image_ids, text_ids):
+        if rows is None:
+            return _retrieval_with_ranks(x, y, image_ids, text_ids, plan.ks, nthreads)
+        return _retrieval_with_ranks(np.asarray(x[rows]), np.asarray(y[rows]), image_ids, text_ids, plan.ks,
+                                     nthreads)
+
+    return plan.finalize(state, retrieve, nthreads, progress)
+
+
+def _check_count(value: Any, name: str, expected: str, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
+            or (high is not None and value > high):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(value)
+
+
+class AuditPlan:
+    """What an audit computes, fixed before the pass: validated options and, per row, the
+    codes that route it to its jackknife block, (subgroup, block) cell and period. Rows
+    are accumulated into an AuditState with `codes(start, stop)` (the codes travel with
+    the rows, so a cluster task needs only its slice), and `finalize` turns the merged
+    state, plus a retrieval function, into the AuditResult."""
+
+    def __init__(self, n: int, d: int, *, groups: Any = None, image_ids: Any = None, text_ids: Any = None,
+                 topq: float = 0.1, periods: Any = None, jackknife_blocks: int = 20, mismatches: int = 20,
+                 retrieval: str | bool = "both", ks: Sequence[int] = (1, 5, 10), max_cell_bytes: int = 2 << 30):
+        self.n, self.d = int(n), int(d)
+        self.q = check_topq(topq)
+        if retrieval is True or retrieval is False:
+            retrieval = "both" if retrieval else "none"
+        if retrieval not in RETRIEVAL_SCOPES:
+            raise ValueError(f"retrieval must be one of {RETRIEVAL_SCOPES} (or True/False), got {retrieval!r}")
+        self.retrieval = retrieval
+        self.ks = ks
+        self.jackknife_blocks = _check_count(jackknife_blocks, "jackknife_blocks",
+                                             f"an integer in [2, n={n}]", low=2, high=n)
+        self.mismatches = _check_count(mismatches, "mismatches", "a non-negative integer", low=0)
+        if (image_ids is None) != (text_ids is None):
+            raise ValueError("give both image_ids and text_ids, or neither (default: row i <-> row i)")
+        self.image_ids, self.text_ids = image_ids, text_ids
+
+        self.group_labels, self.group_codes = _codes(groups, n, "groups") if groups is not None else (None, None)
+        self.period_labels, self.period_codes = (_codes(periods, n, "periods") if periods is not None
+                                                 else (None, None))
+        self.id_codes = self.text_codes = None
+        if image_ids is not None:
+            # The same id coding retrieval uses for its ground truth: blocks, cells and suspects
+            # then agree with the ranks on which ids match.
+            self.id_codes, self.text_codes = id_codes_of(image_ids, text_ids, n, n)
+            self.block_codes = (self.id_codes % self.jackknife_blocks).astype(np.int32)
+        else:
+            self.block_codes = (np.arange(n) % self.jackknife_blocks).astype(np.int32)
+        self.cell_blocks, self.cell_codes = (
+            _cell_layout(len(self.group_labels), d, self.jackknife_blocks, self.group_codes, self.id_codes,
+                         max_cell_bytes) if self.group_labels else (0, None))
+
+    def _sizes(self) -> dict[str, int]:
+        return {"blocks": self.jackknife_blocks,
+                "cells": len(self.group_labels) * self.cell_blocks if self.group_labels else 0,
+                "periods": len(self.period_labels) if self.period_labels else 0}
+
+    def new_state(self) -> "AuditState":
+        return AuditState(self.d, self._sizes())
+
+    def codes(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The routing codes of rows [start, stop) (one per row, per accumulator)."""
+        out = {"blocks": self.block_codes[start:stop]}
+        if self.cell_codes is not None:
+            out["cells"] = self.cell_codes[start:stop]
+        if self.period_codes is not None:
+            out["periods"] = self.period_codes[start:stop]
+        return out
+
+    def finalize(self, state: "AuditState", retrieve: Any, threads: int, progress: Any = None) -> AuditResult:
+        """The AuditResult from the merged state of every row. retrieve(rows, image_ids, text_ids)
+        returns fs.retrieval(..., return_ranks=True) over the whole archive (rows None) or over
+        the given rows (sorted row numbers, with those rows' ids or None)."""
+        n, d, q = self.n, self.d, self.q
+        if state.count != n:
+            raise ValueError(f"the merged audit state holds {state.count} rows, the plan {n}: a block is missing")
+        block_states = state.states("blocks")
+        whole = Moments._from_core(_merge_all(block_states))
+        alignment = whole.alignment(q)
+        uncertainty = jackknife(block_states, q, threads, alignment)
+        profiles = {}
+        for direction in ("i2t", "t2i"):
+            prof = whole.spectral_profile(direction)
+            profiles[direction] = {"eigenvalues": prof.eigenvalues.tolist(), "rho": prof.rho.tolist()}
+        sas_sweep = {k: np.asarray(v).tolist() for k, v in whole.sas_sweep().items()}
+
+        ret = None
+        if self.retrieval in ("both", "whole"):
+            steps = progress([None], "retrieval, whole gallery", 1) if progress else [None]
+            for _ in steps:
+                ret = retrieve(None, self.image_ids, self.text_ids)
+        within = self.retrieval in ("both", "within") and self.group_labels is not None
+        group_cells = None
+        if self.group_labels:
+            cells = state.states("cells")
+            b = self.cell_blocks
+            group_cells = [cells[g * b:(g + 1) * b] for g in range(len(self.group_labels))]
+        group_rows, within_ranks = _group_results(d, retrieve, self.group_labels, self.group_codes, group_cells, q,
+                                                  ret, self.image_ids, self.text_ids, self.ks, threads, within,
+                                                  progress)
+        period_cells = [[s] for s in state.states("periods")] if self.period_labels else None
+        drift, _ = _group_results(d, retrieve, self.period_labels, self.period_codes, period_cells, q, None, None,
+                                  None, self.ks, threads, False)
+        suspects: list[dict] = []
+        rank_source = ret if ret is not None else within_ranks
+        if rank_source is not None and self.mismatches:
+            if self.image_ids is None:  # default ground truth: row i <-> row i
+                id_codes = text_codes = np.arange(n, dtype=np.int64)
+            else:
+                id_codes, text_codes = self.id_codes, self.text_codes
+            suspects = _suspects(rank_source, id_codes, text_codes, self.image_ids, self.mismatches)
+        return AuditResult(n=int(n), dim=int(d), topq=q, alignment=alignment,
+                           retrieval=_summary(ret) if ret is not None else None, uncertainty=uncertainty,
+                           groups=group_rows, mismatches=suspects, drift=drift, profiles=profiles,
+                           sas_sweep=sas_sweep)
+
+
+_STATE_MAGIC = b"FSASAUD"
+_STATE_VERSION = 1
+_STATE_HEADER = struct.Struct("<7sBqq")  # magic, version, dim, number of parts
+_PARTS = ("blocks", "cells", "periods")
+
+
+class AuditState:
+    """The mergeable partial state of an audit's pass: Moments per jackknife block, per
+    (subgroup, block) cell and per period. accumulate() adds rows (with their codes from
+    AuditPlan.codes), merge() adds another state, to_bytes()/from_bytes() is a compact
+    versioned byte form (empty accumulators take 8 bytes) to ship between processes."""
+
+    def __init__(self, dim: int, sizes: dict[str, int]):
+        self.dim = int(dim)
+        self._sizes = {k: int(sizes.get(k, 0)) for k in _PARTS}
+        self._groups = {k: _core.MomentsGroups(v, self.dim, True) for k, v in self._sizes.items() if v}
+        self._lists: dict[str, list] | None = None  # after a merge: one core Moments per accumulator
+        self._rows = 0
+
+    @property
+    def count(self) -> int:
+        """Rows accumulated (every row lands in exactly one jackknife block)."""
+        return self._rows
+
+    def accumulate(self, x: Any, y: Any, codes: dict[str, np.ndarray], threads: int, offset: int = 0) -> None:
+        """Add rows x, y (paired, one chunk) routed by `codes`; bad rows raise ValueError naming
+        them as rows of the whole archive (`offset`: the chunk's first row)."""
+        if self._lists is not None:
+            raise RuntimeError("accumulate() after merge(): accumulate into a new state and merge it")
+        try:
+            for part, groups in self._groups.items():
+                groups.update(x, y, codes[part], threads)
+        except _core.BadRowsError as exc:
+            raise rename_bad_rows(exc, {"x": "images", "y": "texts"}, offset=offset) from None
+        self._rows += len(x)
+
+    def states(self, part: str) -> list:
+        """The core Moments of every accumulator of `part` ("blocks", "cells", "periods")."""
+        self._freeze()
+        return self._lists[part]
+
+    def _freeze(self) -> None:
+        if self._lists is None:
+            self._lists = {k: [g.group(i) for i in range(g.size)] for k, g in self._groups.items()}
+            self._lists.update({k: [] for k in _PARTS if k not in self._lists})
+            self._groups = {}
+
+    def merge(self, other: "AuditState") -> "AuditState":
+        if not isinstance(other, AuditState):
+            raise TypeError(f"other must be an AuditState, got {type(other).__name__}")
+        if other.dim != self.dim or other._sizes != self._sizes:
+            raise ValueError(f"cannot merge audit states of different plans: dim {other.dim} vs {self.dim}, "
+                             f"accumulators {other._sizes} vs {self._sizes}")
+        for part in _PARTS:
+            for mine, theirs in zip(self.states(part), other.states(part)):
+                if theirs.count:
+                    mine.merge(theirs)
+        self._rows += other._rows
+        return self
+
+    def to_bytes(self) -> bytes:
+        out = [_STATE_HEADER.pack(_STATE_MAGIC, _STATE_VERSION, self.dim, len(_PARTS))]
+        for part in _PARTS:
+            states = self.states(part)
+            out.append(struct.pack("<q", len(states)))
+            for s in states:
+                body = Moments._from_core(s).to_bytes() if s.count else b""
+                out.append(struct.pack("<q", len(body)))
+                out.append(body)
+        return b"".join(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "AuditState":
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        data = memoryview(data)
+        if len(data) < _STATE_HEADER.size or bytes(data[:7]) != _STATE_MAGIC:
+            raise ValueError("data is not a fastsas audit state byte form (bad magic)")
+        _, version, dim, parts = _STATE_HEADER.unpack_from(data)
+        if version != _STATE_VERSION or parts != len(_PARTS):
+            raise ValueError(f"audit state byte form version {version} with {parts} parts is not supported "
+                             f"(this fastsas reads version {_STATE_VERSION})")
+        pos = _STATE_HEADER.size
+        lists: dict[str, list] = {}
+
+        def read_q() -> int:
+            nonlocal pos
+            if pos + 8 > len(data):
+                raise ValueError("audit state byte form is truncated")
+            (value,) = struct.unpack_from("<q", data, pos)
+            pos += 8
+            return value
+
+        for part in _PARTS:
+            states = []
+            for _ in range(read_q()):
+                size = read_q()
+                if size < 0 or pos + size > len(data):
+                    raise ValueError("audit state byte form is truncated")
+                states.append(Moments.from_bytes(data[pos:pos + size])._core if size else _core.Moments(dim, True))
+                pos += size
+            lists[part] = states
+        if pos != len(data):
+            raise ValueError(f"audit state byte form has {len(data) - pos} trailing bytes")
+        out = cls(dim, {})
+        out._sizes = {k: len(v) for k, v in lists.items()}
+        out._lists = lists
+        out._rows = int(sum(s.count for s in lists["blocks"]))
+        return out
+
+    def __reduce__(self):
+        return (AuditState.from_bytes, (self.to_bytes(),))
 
 
 def _counted(chunks: Iterable, n: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -325,33 +496,24 @@ def _counted(chunks: Iterable, n: int) -> Iterator[tuple[int, np.ndarray, np.nda
         raise ValueError(f"the source yielded {start} rows but declares n={n}")
 
 
-class _GroupCells:
-    """Moments per (group, jackknife block) cell in one grouped accumulator: a group's state
-    is the merge of its cells, and its cells are the blocks of its own jackknife."""
-
-    def __init__(self, groups: int, dim: int, blocks: int, group_codes: np.ndarray, id_codes: np.ndarray | None,
-                 max_bytes: int):
-        state_bytes = 8 * (2 * dim) ** 2
-        self.blocks = int(min(blocks, max(1, max_bytes // (state_bytes * groups))))
-        if self.blocks < 5:  # too few blocks for a useful interval: one cell per group
-            self.blocks = 1
-        self.groups = groups
-        if id_codes is not None:  # all rows of one id in one block, as for the whole archive
-            block = id_codes % self.blocks
-        else:  # interleaved by position within the group, so group and block never alias
-            counts = np.bincount(group_codes, minlength=groups)
-            order = np.argsort(group_codes, kind="stable")
-            position = np.empty(len(group_codes), dtype=np.int64)
-            position[order] = np.arange(len(group_codes)) - np.repeat(np.cumsum(counts) - counts, counts)
-            block = position % self.blocks
-        self.codes = (group_codes.astype(np.int64) * self.blocks + block).astype(np.int32)
-        self.core = _core.MomentsGroups(groups * self.blocks, dim, True)
-
-    def update(self, x, y, start: int, threads: int) -> None:
-        self.core.update(x, y, self.codes[start:start + len(x)], threads)
-
-    def cells(self) -> list[list]:
-        return [[self.core.group(g * self.blocks + b) for b in range(self.blocks)] for g in range(self.groups)]
+def _cell_layout(groups: int, dim: int, blocks: int, group_codes: np.ndarray, id_codes: np.ndarray | None,
+                 max_bytes: int) -> tuple[int, np.ndarray]:
+    """(blocks per subgroup, code per row) of the (subgroup, jackknife block) cells: a
+    subgroup's state is the merge of its cells, and its cells are the blocks of its own
+    jackknife."""
+    state_bytes = 8 * (2 * dim) ** 2
+    per_group = int(min(blocks, max(1, max_bytes // (state_bytes * groups))))
+    if per_group < 5:  # too few blocks for a useful interval: one cell per group
+        per_group = 1
+    if id_codes is not None:  # all rows of one id in one block, as for the whole archive
+        block = id_codes % per_group
+    else:  # interleaved by position within the group, so group and block never alias
+        counts = np.bincount(group_codes, minlength=groups)
+        order = np.argsort(group_codes, kind="stable")
+        position = np.empty(len(group_codes), dtype=np.int64)
+        position[order] = np.arange(len(group_codes)) - np.repeat(np.cumsum(counts) - counts, counts)
+        block = position % per_group
+    return per_group, (group_codes.astype(np.int64) * per_group + block).astype(np.int32)
 
 
 def _merge_all(states: Sequence):
@@ -367,7 +529,7 @@ def _retrieval_with_ranks(x, y, image_ids, text_ids, ks, threads) -> dict:
     return run(x, y, image_ids=image_ids, text_ids=text_ids, ks=ks, return_ranks=True, threads=threads)
 
 
-def _group_results(x, y, labels, codes, cells_by_group, q, whole_ret, image_ids, text_ids, ks, threads,
+def _group_results(d, retrieve, labels, codes, cells_by_group, q, whole_ret, image_ids, text_ids, ks, threads,
                    within, progress=None) -> tuple[list[dict], dict | None]:
     """Per-group rows, and (when `within`) every group's within-group ranks gathered into
     whole-archive row numbers, in the layout fs.retrieval(return_ranks=True) uses."""
@@ -380,7 +542,7 @@ def _group_results(x, y, labels, codes, cells_by_group, q, whole_ret, image_ids,
         items = progress(items, "subgroups (alignment, retrieval within)", len(items))
     for g, label in items:
         cells = [c for c in cells_by_group[g] if c.count > 0]
-        core = _merge_all(cells) if cells else _core.Moments(x.shape[1] if x is not None else 1, True)
+        core = _merge_all(cells) if cells else _core.Moments(d, True)
         row: dict[str, Any] = {"group": label, "n": int(core.count)}
         if core.count < 2:
             row["status"] = f"too_small: {core.count} pair(s), alignment needs at least 2"
@@ -408,11 +570,8 @@ def _group_results(x, y, labels, codes, cells_by_group, q, whole_ret, image_ids,
             }
         if within and len(members) > max(ks):
             ids = (None, None) if image_ids is None else (np.asarray(image_ids)[members], np.asarray(text_ids)[members])
-            from fastsas.retrieval import retrieval as run
-
             try:
-                r = run(np.asarray(x[members]), np.asarray(y[members]), image_ids=ids[0], text_ids=ids[1], ks=ks,
-                        return_ranks=True, threads=threads)
+                r = retrieve(members, ids[0], ids[1])
             except ValueError as exc:
                 row["retrieval_within"] = {"status": f"failed: {exc}"}
             else:
