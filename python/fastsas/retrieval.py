@@ -155,9 +155,21 @@ def retrieval(
     except _core.BadRowsError as exc:
         raise rename_bad_rows(exc, _NAMES) from None
 
-    out: dict[str, Any] = {"n_images": int(n_images), "n_texts": int(n_texts)}
-    for name, key in (("i2t", "image_ranks"), ("t2i", "text_ranks")):
-        all_ranks = core[key]
+    out = rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks)
+    if return_topk:
+        out["i2t_topk"] = core["image_topk"]
+        out["i2t_topk_sim"] = core["image_topk_sim"]
+        out["t2i_topk"] = core["text_topk"]
+        out["t2i_topk_sim"] = core["text_topk_sim"]
+    return out
+
+
+def rank_summary(image_ranks: np.ndarray, text_ranks: np.ndarray, ks: tuple[int, ...],
+                 return_ranks: bool) -> dict[str, Any]:
+    """The retrieval dict from every query's rank (0: no match), one array per direction;
+    fastsas.dask builds the same dict from ranks computed on a cluster."""
+    out: dict[str, Any] = {"n_images": int(image_ranks.shape[0]), "n_texts": int(text_ranks.shape[0])}
+    for name, all_ranks in (("i2t", image_ranks), ("t2i", text_ranks)):
         queries = np.flatnonzero(all_ranks > 0)
         r = all_ranks[queries]
         out[f"{name}_unmatched"] = int(all_ranks.shape[0] - queries.shape[0])
@@ -170,9 +182,4 @@ def retrieval(
             out[f"{name}_ranks"] = r
             out[f"{name}_queries"] = queries.astype(np.int64)
     out["rsum"] = float(100.0 * sum(out[f"i2t_r{k}"] + out[f"t2i_r{k}"] for k in ks))
-    if return_topk:
-        out["i2t_topk"] = core["image_topk"]
-        out["i2t_topk_sim"] = core["image_topk_sim"]
-        out["t2i_topk"] = core["text_topk"]
-        out["t2i_topk_sim"] = core["text_topk_sim"]
     return out
