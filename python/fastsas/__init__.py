@@ -21,3 +21,14 @@ __all__ = [
     "AuditResult", "DEFINITIONS_VERSION", "Moments", "audit", "SpectralProfile", "alignment", "cka", "coral",
     "delta_cos", "gap", "mmd", "retrieval", "rmg", "sas", "set_num_threads", "svcca", "synthetic", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # fs.embed needs torch and transformers (the embed extra), so it is imported on first
+    # use: `import fastsas` stays fast and works without them. The package is
+    # fastsas.embedding, so importing it never shadows this function with a module.
+    if name == "embed":
+        from fastsas.embedding import embed
+
+        return embed
+    raise AttributeError(f"module 'fastsas' has no attribute {name!r}")

@@ -328,6 +328,66 @@ def _print_alignment(result: dict, seconds: float, as_json: bool) -> None:
             print(f"  {key:<{width}}  {value: .6f}")
 
 
+_EMBED_EPILOG = ("Model families (recognised from the directory's files): clip, siglip, siglip2, align, "
+                 "chinese_clip, any transformers dual encoder, open_clip checkpoints (BiomedCLIP; the openclip "
+                 "extra). Nothing is downloaded and no code from the model directory is run.")
+
+
+@app.command(epilog=_EMBED_EPILOG)
+def embed(
+    model: Path = typer.Option(..., help="local model directory (transformers save_pretrained, or open_clip "
+                                         "open_clip_config.json + weights)"),
+    images: Path = typer.Option(..., help="folder of PNG/JPEG/TIFF/DICOM files (recursive), one file, or a "
+                                          "CSV/Parquet listing with a path column"),
+    texts: Path = typer.Option(..., help="CSV/Parquet with an id and a text column, or a folder of <id>.txt"),
+    out: Path = typer.Option(..., help="embedding store directory (an existing one is resumed)"),
+    id_column: Optional[str] = typer.Option(None, help="id column of the texts (default: id or study_id)"),
+    text_column: Optional[str] = typer.Option(None, help="text column (default: text, report or caption)"),
+    image_id: str = typer.Option("stem", help="an image's id: stem (file name), parent (its folder: one folder "
+                                              "per study) or dicom:<Keyword> (e.g. dicom:AccessionNumber)"),
+    frames: str = typer.Option("first", help="multi-frame DICOM/TIFF: first or all frames (one row each)"),
+    dicom_tags: str = typer.Option("Modality,BodyPartExamined,StudyDate,Manufacturer",
+                                   help="DICOM keywords kept as metadata columns (for --group-by)"),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
+    precision: str = typer.Option("auto", help="auto (bf16/fp16 on GPU, float32 on CPU), float32, bf16, fp16; "
+                                               "embeddings are float32 either way"),
+    batch_size: int = typer.Option(32, help="images (and texts) per forward pass"),
+    workers: Optional[int] = typer.Option(None, help="decoding worker processes (default min(4, cores - 1))"),
+    chunk_rows: int = typer.Option(4096, help="rows per store chunk (the unit of commit and resumption)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="start an existing store again instead of resuming"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Embed an archive of images and texts with a local model into an embedding store
+    (then: fastsas audit OUT). Unreadable files are skipped and listed in OUT/skipped.csv;
+    re-running an interrupted job embeds only what is missing."""
+    from fastsas.embedding import embed as run_embed
+
+    tags = tuple(_split_list(dicom_tags, "--dicom-tags")) if dicom_tags.strip() else ()
+    try:
+        result = run_embed(model, images, texts, out, id_column=id_column, text_column=text_column,
+                           image_id=image_id, frames=frames, dicom_tags=tags, device=device, precision=precision,
+                           batch_size=batch_size, workers=workers, chunk_rows=chunk_rows, overwrite=overwrite,
+                           progress=Steps(not quiet))
+    except FileExistsError as exc:
+        raise UserError(str(exc)) from None
+    except KeyboardInterrupt:
+        err_console.print(f"fastsas: interrupted; the rows embedded so far are kept in {out}: run the same command "
+                          "again to resume", highlight=False, markup=False)
+        raise typer.Exit(130) from None
+    _print_embed_summary(result)
+
+
+def _print_embed_summary(result) -> None:
+    out_console.print(f"{result.store}: {result.rows:,} rows of dim {result.dim} ({result.family}, "
+                      f"{result.device}); {result.rows_embedded:,} rows embedded this run, "
+                      f"{result.texts_embedded:,} texts, {result.seconds:.1f} s", highlight=False)
+    n = len(result.skipped)
+    files = "file" if n == 1 else "files"
+    where = f" (reasons in {result.skip_log})" if n else ""
+    out_console.print(f"{n or 'no'} {files} skipped{where}; {result.texts_without_images:,} texts have no image",
+                      highlight=False)
+
+
 def _is_usage_error(exc: BaseException) -> bool:
     # Click's UsageError, whether from click itself or the copy newer typer versions carry:
     # recognised by its public shape rather than by a private import path.

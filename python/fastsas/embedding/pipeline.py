@@ -1,0 +1,497 @@
+"""An archive of images and texts into an EmbeddingStore: list the images, decode and
+preprocess them in DataLoader workers, embed in batches, pair each image row with its
+study's text embedding, append chunk by chunk, resume what an interrupted run left.
+
+Rows and ids. Every image (or every frame, with frames="all") is one row of the store:
+its image embedding, the embedding of the text with the same id, and metadata columns
+<id column>, ``image`` (the file's path under the images root), ``frame`` and, when the
+archive has DICOM files, the requested DICOM tags. Several images of a study share its
+text. The id of an image comes from ``image_id``: "stem" (file name without suffix),
+"parent" (its folder: one folder per study), "dicom:<Keyword>" (a header value such as
+AccessionNumber), or the id column of an images listing (CSV/Parquet with a ``path``
+column).
+
+Resumption. The store's manifest is the commit point: the rows of finished chunks are
+kept and named by their (image, frame) metadata; a re-run with the same model and options
+embeds only the files (frames) that are not among them. Files that could not be used are
+retried on every run (they may have been fixed) and listed again if they still fail.
+
+Skip log. An unreadable or unusable file never stops the job: it is listed with the
+reason in ``skipped.csv`` (file, id, reason) in the store directory, rewritten at the end
+of every run (also an interrupted one).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from fastsas.embedding.dicom import DEFAULT_TAGS, NoPixelDataError, read_dicom
+from fastsas.embedding.images import image_kind, read_image
+from fastsas.embedding.texts import read_texts
+
+__all__ = ["EmbedResult", "Skipped", "embed", "list_images"]
+
+JOB_KEY = "fastsas.embed"  # the job's options, kept as JSON in the store manifest's notes
+SKIP_LOG = "skipped.csv"
+IMAGE_COLUMN, FRAME_COLUMN = "image", "frame"
+_TEXT_CACHE = 65536  # text embeddings kept for ids that may come again (several images per study)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    file: str  # path under the images root
+    id: str  # "" where it could not be known
+    reason: str
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """What an embed run did. ``rows`` is the store's size now; ``rows_embedded`` and
+    ``texts_embedded`` count this run's model work (0 for a finished store re-run)."""
+
+    store: Path
+    model: str
+    family: str
+    dim: int
+    rows: int
+    rows_embedded: int
+    texts_embedded: int
+    files_total: int
+    files_done_before: int
+    skipped: tuple[Skipped, ...]
+    skip_log: Path
+    texts_without_images: int
+    seconds: float
+    resumed: bool
+    device: str
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["store"], d["skip_log"] = str(self.store), str(self.skip_log)
+        d["skipped"] = [asdict(s) for s in self.skipped]
+        return d
+
+
+# -- the images of an archive -------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageItem:
+    path: str  # absolute
+    key: str  # path under the images root, POSIX separators: the row's `image` column
+    id: str | None  # None: read from the DICOM header (image_id="dicom:...")
+    kind: str  # "image" or "dicom"
+
+
+def _id_of(key: str, image_id: str) -> str | None:
+    parts = key.split("/")
+    if image_id == "stem":
+        name = parts[-1]
+        return name[:name.index(".")] if "." in name[1:] else name
+    if image_id == "parent":
+        return parts[-2] if len(parts) > 1 else ""
+    return None  # dicom:<Keyword>
+
+
+def _check_image_id(image_id: str) -> None:
+    if image_id in ("stem", "parent"):
+        return
+    if image_id.startswith("dicom:") and image_id[6:].isidentifier():
+        return
+    raise ValueError(f"image_id (--image-id) must be stem, parent or dicom:<Keyword> (e.g. dicom:AccessionNumber), "
+                     f"got {image_id!r}")
+
+
+def _listing(path: Path, id_column: str | None) -> list[ImageItem]:
+    """An images listing: a CSV/Parquet table with a `path` column (relative to the
+    listing's folder, or absolute) and an id column."""
+    from fastsas.embedding.texts import ID_COLUMNS, _pick, _read_table
+
+    table = _read_table(path)
+    columns = list(table.column_names)
+    if "path" not in columns:
+        raise ValueError(f"images: the listing {path} has no 'path' column (columns: {', '.join(columns)})")
+    id_name = _pick(columns, id_column, ID_COLUMNS, "id_column (--id-column)", path)
+    items = []
+    for p, i in zip(table.column("path").to_pylist(), table.column(id_name).to_pylist()):
+        full = Path(p) if Path(p).is_absolute() else path.parent / p
+        kind = image_kind(full) or ("dicom" if full.suffix == "" else "image")
+        items.append(ImageItem(str(full), str(p).replace(os.sep, "/"), str(i), kind))
+    return items
+
+
+def list_images(images: str | os.PathLike, image_id: str = "stem",
+                id_column: str | None = None) -> tuple[list[ImageItem], int]:
+    """The archive's images in a fixed order (sorted paths), and the number of files that
+    are not images fastsas reads (ignored). `images` is a folder (searched recursively), one
+    file, or a CSV/Parquet listing."""
+    _check_image_id(image_id)
+    path = Path(images).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"images: {path}: no such file or folder")
+    if path.is_file() and path.suffix.lower() in (".csv", ".parquet", ".pq"):
+        return _listing(path, id_column), 0
+    if path.is_file():
+        kind = image_kind(path)
+        if kind is None:
+            raise ValueError(f"images: {path} is not a PNG, JPEG, TIFF or DICOM file, nor a CSV/Parquet listing")
+        return [ImageItem(str(path), path.name, _id_of(path.name, image_id), kind)], 0
+    items, ignored = [], 0
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        if p.name.startswith("."):
+            continue
+        kind = image_kind(p)
+        if kind is None:
+            ignored += 1
+            continue
+        key = p.relative_to(path).as_posix()
+        items.append(ImageItem(str(p), key, _id_of(key, image_id), kind))
+    if not items:
+        raise ValueError(f"images: {path} holds no PNG, JPEG, TIFF or DICOM files")
+    return items, ignored
+
+
+# -- decoding in DataLoader workers ------------------------------------------------------------------
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, NoPixelDataError):
+        return text
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+class ImageDataset:
+    """One file per item: decoded, preprocessed for the model, and described; a file that
+    fails is returned as its error (the main process logs it) rather than raised."""
+
+    def __init__(self, items: Sequence[ImageItem], preprocess: Callable, frames: str, tags: Sequence[str],
+                 image_id: str):
+        self.items, self.preprocess, self.frames = list(items), preprocess, frames
+        self.tags = tuple(tags)
+        self.header_key = image_id[6:] if image_id.startswith("dicom:") else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def decode(self, item: ImageItem) -> tuple[list[np.ndarray], dict[str, str], str | None]:
+        if item.kind == "dicom":
+            d = read_dicom(item.path, self.frames, self.tags, (self.header_key,) if self.header_key else ())
+            ident = item.id
+            if self.header_key:
+                ident = d.header_id[self.header_key]
+                if not ident:
+                    raise ValueError(f"the DICOM header has no {self.header_key} (--image-id dicom:{self.header_key})")
+            return d.frames, d.tags, ident
+        if self.header_key:
+            raise ValueError(f"--image-id dicom:{self.header_key} needs DICOM files; this is a {item.kind} file")
+        return read_image(item.path, self.frames), {t: "" for t in self.tags}, item.id
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.items[i]
+        try:
+            frames, tags, ident = self.decode(item)
+            inputs = self.preprocess(frames)
+        except Exception as exc:  # noqa: BLE001 - any failure of one file is logged, never fatal
+            return {"index": i, "error": _reason(exc), "id": item.id or ""}
+        return {"index": i, "inputs": inputs, "frames": len(frames), "tags": tags, "id": ident}
+
+
+def _collate(batch: list) -> list:
+    return batch
+
+
+def _loader(dataset: ImageDataset, files_per_batch: int, workers: int):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=files_per_batch, shuffle=False, num_workers=workers,
+                      collate_fn=_collate, prefetch_factor=4 if workers else None,
+                      persistent_workers=False)
+
+
+# -- the store: options, resumption -------------------------------------------------------------------
+def _job_options(encoder, id_column: str, image_id: str, frames: str, tags: Sequence[str]) -> dict:
+    return {"model": encoder.describe(), "model_fingerprint": encoder.fingerprint, "dim": encoder.dim,
+            "id_column": id_column, "image_id": image_id, "frames": frames, "dicom_tags": list(tags)}
+
+
+def _notes(options: dict) -> str:
+    return json.dumps({JOB_KEY: options}, sort_keys=True)
+
+
+def _stored_options(store) -> dict | None:
+    try:
+        return json.loads(store.notes or "{}").get(JOB_KEY)
+    except ValueError:
+        return None
+
+
+def _check_same_job(store, options: dict) -> None:
+    stored = _stored_options(store)
+    if stored is None:
+        raise ValueError(f"out: {store.path} is an embedding store that fastsas embed did not write; choose a new "
+                         "--out directory")
+    differ = [k for k in ("model_fingerprint", "dim", "id_column", "image_id", "frames", "dicom_tags")
+              if stored.get(k) != options.get(k)]
+    if differ:
+        detail = ", ".join(f"{k}: {stored.get(k)!r} there, {options.get(k)!r} now" for k in differ)
+        raise ValueError(f"out: {store.path} was embedded with other options ({detail}); resume with the same "
+                         "model and options, or pass --overwrite (overwrite=True) to start again")
+
+
+def _open_store(out: Path, options: dict, tags: Sequence[str], chunk_rows: int, overwrite: bool, resume: bool):
+    import pyarrow as pa
+
+    from fastsas.store import MANIFEST, EmbeddingStore
+
+    if out.exists() and (out / MANIFEST).exists() and not overwrite:
+        if not resume:
+            raise FileExistsError(f"out: {out} already holds an embedding store; resume it (the default), pass "
+                                  "--overwrite to start again, or choose a new --out")
+        store = EmbeddingStore.open(out, mode="a")
+        try:
+            _check_same_job(store, options)
+        except ValueError:
+            store.abandon()
+            raise
+        return store, True
+    columns = pa.schema([pa.field(options["id_column"], pa.string()), pa.field(IMAGE_COLUMN, pa.string()),
+                         pa.field(FRAME_COLUMN, pa.int32())] + [pa.field(t, pa.string()) for t in tags])
+    store = EmbeddingStore.create(out, options["dim"], chunk_rows=chunk_rows, columns=columns,
+                                  model=options["model"], notes=_notes(options), overwrite=overwrite)
+    return store, False
+
+
+def _done_rows(store) -> tuple[set[tuple[str, int]], str | None]:
+    """(image, frame) of every committed row, and the image of the last one (the only file
+    whose frames a crash can have split between committed and lost rows)."""
+    if store.n_done == 0:
+        return set(), None
+    table = store.metadata_table().select([IMAGE_COLUMN, FRAME_COLUMN])
+    images = table.column(IMAGE_COLUMN).to_pylist()
+    frames = table.column(FRAME_COLUMN).to_pylist()
+    return set(zip(images, frames)), images[-1]
+
+
+def _write_skip_log(path: Path, skipped: Iterable[Skipped]) -> None:
+    from fastsas.store import _write_atomic
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["file", "id", "reason"])
+    for s in skipped:
+        writer.writerow([s.file, s.id, s.reason])
+    _write_atomic(path, buf.getvalue().encode())
+
+
+# -- texts -------------------------------------------------------------------------------------------
+class TextEmbeddings:
+    """Text embeddings by id, computed on first use in batches and kept in a bounded cache."""
+
+    def __init__(self, encoder, texts: dict[str, str], batch_size: int):
+        self.encoder, self.texts, self.batch_size = encoder, texts, batch_size
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.embedded = 0
+
+    def problem(self, ident: str) -> str | None:
+        text = self.texts.get(ident)
+        if text is None:
+            return f"no text with id {ident!r}"
+        if not text.strip():
+            return f"the text of id {ident!r} is empty"
+        return None
+
+    def get(self, ids: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(i for i in ids if i not in self.cache))
+        for s in range(0, len(missing), self.batch_size):
+            part = missing[s:s + self.batch_size]
+            for i, row in zip(part, self.encoder.encode_texts([self.texts[i] for i in part])):
+                self.cache[i] = row
+            self.embedded += len(part)
+        out = np.stack([self.cache[i] for i in ids])
+        for i in ids:
+            self.cache.move_to_end(i)
+        while len(self.cache) > _TEXT_CACHE:
+            self.cache.popitem(last=False)
+        return out
+
+
+# -- the run ---------------------------------------------------------------------------------------------
+def _concat_inputs(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _encode_images(encoder, inputs: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+    n = len(next(iter(inputs.values())))
+    return np.concatenate([encoder.encode_images({k: v[s:s + batch_size] for k, v in inputs.items()})
+                           for s in range(0, n, batch_size)])
+
+
+class _Run:
+    """One pass over the files still to do: decode results in, rows to the store out."""
+
+    def __init__(self, store, encoder, texts: TextEmbeddings, items: list[ImageItem], done: set,
+                 id_column: str, tags: Sequence[str], batch_size: int):
+        self.store, self.encoder, self.texts, self.items, self.done = store, encoder, texts, items, done
+        self.id_column, self.tags, self.batch_size = id_column, tuple(tags), batch_size
+        self.skipped: list[Skipped] = []
+        self.rows_embedded = 0
+        self.used_ids: set[str] = set()
+
+    def _rows_of(self, rec: dict) -> tuple[dict[str, np.ndarray], list[int]] | None:
+        """The record's inputs and frame numbers still to embed, or None (skipped or done)."""
+        item = self.items[rec["index"]]
+        if "error" in rec:
+            self.skipped.append(Skipped(item.key, rec["id"], rec["error"]))
+            return None
+        problem = self.texts.problem(rec["id"])
+        if problem:
+            self.skipped.append(Skipped(item.key, rec["id"], problem))
+            return None
+        frames = [f for f in range(rec["frames"]) if (item.key, f) not in self.done]
+        if not frames:
+            return None
+        inputs = rec["inputs"]
+        if len(frames) < rec["frames"]:
+            inputs = {k: v[frames] for k, v in inputs.items()}
+        return inputs, frames
+
+    def batch(self, records: list[dict]) -> None:
+        parts, meta = [], {self.id_column: [], IMAGE_COLUMN: [], FRAME_COLUMN: [], **{t: [] for t in self.tags}}
+        for rec in records:
+            got = self._rows_of(rec)
+            if got is None:
+                continue
+            inputs, frames = got
+            parts.append(inputs)
+            item = self.items[rec["index"]]
+            meta[self.id_column] += [rec["id"]] * len(frames)
+            meta[IMAGE_COLUMN] += [item.key] * len(frames)
+            meta[FRAME_COLUMN] += frames
+            for t in self.tags:
+                meta[t] += [rec["tags"].get(t, "")] * len(frames)
+        if not parts:
+            return
+        images = _encode_images(self.encoder, _concat_inputs(parts), self.batch_size)
+        texts = self.texts.get(meta[self.id_column])
+        self.used_ids.update(meta[self.id_column])
+        self.store.append(images, texts, {k: np.asarray(v, dtype=np.int32 if k == FRAME_COLUMN else object)
+                                          for k, v in meta.items()})
+        self.rows_embedded += len(images)
+
+
+def _todo(items: list[ImageItem], done: set, last_done: str | None, frames: str) -> list[ImageItem]:
+    """Files with rows still to embed: those without a committed row, and with frames="all"
+    also the last committed file (a crash may have kept only some of its frames)."""
+    done_files = {key for key, _ in done}
+    return [it for it in items if it.key not in done_files or (frames == "all" and it.key == last_done)]
+
+
+def _load_encoder(model: Any, device: str, precision: str):
+    from fastsas.embedding.models import Encoder, load_model
+
+    if isinstance(model, Encoder):
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a local model directory (str or Path) or a loaded encoder from "
+                        f"fastsas.embedding.load_model, got {type(model).__name__}")
+    return load_model(model, device=device, precision=precision)
+
+
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def embed(model: Any, images: str | os.PathLike, texts: str | os.PathLike, out: str | os.PathLike, *,
+          id_column: str | None = None, text_column: str | None = None, image_id: str = "stem",
+          frames: str = "first", dicom_tags: Sequence[str] = DEFAULT_TAGS, device: str = "auto",
+          precision: str = "auto", batch_size: int = 32, workers: int | None = None, chunk_rows: int = 4096,
+          resume: bool = True, overwrite: bool = False, progress: Callable | None = None) -> EmbedResult:
+    """Embed an archive of images and texts with a local model into an EmbeddingStore.
+
+    model: a local model directory (transformers or open_clip; see
+    fastsas.embedding.models) or an encoder from fastsas.embedding.load_model.
+    images: a folder of PNG/JPEG/TIFF/DICOM files (recursive), one file, or a CSV/Parquet
+    listing with a ``path`` and an id column. texts: a CSV/Parquet table with an id column
+    and a text column, or a folder of ``<id>.txt`` files. out: the store directory.
+    id_column / text_column: column names (default: id or study_id / text, report or
+    caption); the store's id column takes the texts' id column name. image_id: how an
+    image gets its id: "stem", "parent" or "dicom:<Keyword>" (see the module docstring).
+    frames: "first" or "all" frames of multi-frame DICOM and TIFF. dicom_tags: header
+    keywords kept as string columns (when the archive has DICOM files). device: auto (CUDA
+    when present), cpu, cuda[:N]. precision: auto (bf16, else fp16, on GPU; float32 on
+    CPU), float32, bf16, fp16; the embeddings are float32 and L2-normalised either way.
+    batch_size: images (and texts) per forward pass. workers: DataLoader worker processes
+    decoding and preprocessing (default min(4, cores - 1); 0 decodes in this process).
+    chunk_rows: rows per store chunk, the unit of commit. resume: continue a store this
+    function wrote (only the missing rows are embedded); overwrite: start it again.
+    progress: a ``progress(iterable, description, total)`` hook (the CLI's bars).
+
+    >>> result = fastsas.embed("models/clip", "archive/images", "archive/reports.csv", "store/")  # doctest: +SKIP
+    >>> result.rows, result.skip_log  # doctest: +SKIP
+    """
+    start = time.perf_counter()
+    if frames not in ("first", "all"):
+        raise ValueError(f"frames (--frames) must be 'first' or 'all', got {frames!r}")
+    batch_size = _positive(batch_size, "batch_size (--batch-size)")
+    chunk_rows = _positive(chunk_rows, "chunk_rows (--chunk-rows)")
+    workers = _default_workers() if workers is None else int(workers)
+    if workers < 0:
+        raise ValueError(f"workers (--workers) must be >= 0, got {workers}")
+    text_map, id_name = read_texts(texts, id_column, text_column)
+    items, _ = list_images(images, image_id, id_column)
+    tags = tuple(dicom_tags) if any(it.kind == "dicom" for it in items) else ()
+    for t in tags:
+        if not str(t).isidentifier():
+            raise ValueError(f"dicom_tags (--dicom-tags): {t!r} is not a DICOM keyword such as Modality")
+    encoder = _load_encoder(model, device, precision)
+    options = _job_options(encoder, id_name, image_id, frames, tags)
+    out = Path(out).expanduser()
+    store, resumed = _open_store(out, options, tags, chunk_rows, overwrite, resume)
+    tags = tuple(_stored_options(store)["dicom_tags"]) if resumed else tags
+    done, last_done = _done_rows(store)
+    todo = _todo(items, done, last_done, frames)
+    text_embeddings = TextEmbeddings(encoder, text_map, batch_size)
+    run = _Run(store, encoder, text_embeddings, todo, done, id_name, tags, batch_size)
+    dataset = ImageDataset(todo, encoder.preprocess, frames, tags, image_id)
+    batches = _loader(dataset, batch_size, workers) if todo else []
+    if progress is not None and todo:
+        batches = progress(batches, f"embedding {len(todo):,} files", -(-len(todo) // batch_size))
+    try:
+        for records in batches:
+            run.batch(records)
+    finally:
+        # Interrupted or not, the rows embedded so far are committed (close writes the
+        # buffered, short last chunk) and the files skipped so far are logged.
+        _write_skip_log(out / SKIP_LOG, run.skipped)
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - keep the original error; finished chunks are on disk anyway
+            store.abandon()
+    done_files = {key for key, _ in done}
+    return EmbedResult(
+        store=out, model=str(getattr(encoder, "model_dir", "")), family=encoder.family.name, dim=encoder.dim,
+        rows=store.n, rows_embedded=run.rows_embedded, texts_embedded=text_embeddings.embedded,
+        files_total=len(items), files_done_before=len(done_files), skipped=tuple(run.skipped),
+        skip_log=out / SKIP_LOG,
+        texts_without_images=_texts_without_images(text_map, store, id_name),
+        seconds=time.perf_counter() - start, resumed=resumed, device=encoder.device)
+
+
+def _texts_without_images(text_map: dict[str, str], store, id_name: str) -> int:
+    if store.n == 0:
+        return len(text_map)
+    stored = set(store.metadata_table().column(id_name).to_pylist())
+    return sum(1 for i in text_map if i not in stored)
