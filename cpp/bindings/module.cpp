@@ -48,17 +48,10 @@ void update_groups_typed(fastsas::MomentsGroups& g, const py::array& x, const py
   g.update(xv, yv, codes.data(), threads);
 }
 
-// Calls fn.template operator()<T>() for the float dtype shared by x and y.
-template <class Fn>
-void dispatch_float(const py::array& x, const py::array& y, Fn&& fn) {
-  if (!x.dtype().is(y.dtype())) throw py::type_error("x and y must have the same dtype");
-  if (x.dtype().is(py::dtype::of<float>())) return fn(float{});
-  if (x.dtype().is(py::dtype::of<double>())) return fn(double{});
-  throw py::type_error("x and y must be float32 or float64 arrays");
-}
+using fastsas::bindings::dispatch_float;
 
 void update(fastsas::Moments& m, const py::array& x, const py::array& y, int threads) {
-  dispatch_float(x, y, [&](auto tag) { update_typed<decltype(tag)>(m, x, y, threads); });
+  dispatch_float(x, y, "x and y", [&](auto tag) { update_typed<decltype(tag)>(m, x, y, threads); });
 }
 
 py::dict profile_dict(const fastsas::SpectralProfile& p) {
@@ -130,7 +123,7 @@ PYBIND11_MODULE(_core, m) {
           "update_rows",
           [](fastsas::Moments& self, const py::array& x, const py::array& y,
              const py::array_t<Index, py::array::c_style | py::array::forcecast>& rows, int threads) {
-            dispatch_float(x, y, [&](auto tag) { update_rows_typed<decltype(tag)>(self, x, y, rows, threads); });
+            dispatch_float(x, y, "x and y", [&](auto tag) { update_rows_typed<decltype(tag)>(self, x, y, rows, threads); });
           },
           py::arg("x"), py::arg("y"), py::arg("rows"), py::arg("threads"))
       .def("merge", [](fastsas::Moments& self, const fastsas::Moments& other) {
@@ -166,7 +159,7 @@ PYBIND11_MODULE(_core, m) {
           "update",
           [](fastsas::MomentsGroups& g, const py::array& x, const py::array& y,
              const py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>& codes, int threads) {
-            dispatch_float(x, y, [&](auto tag) { update_groups_typed<decltype(tag)>(g, x, y, codes, threads); });
+            dispatch_float(x, y, "x and y", [&](auto tag) { update_groups_typed<decltype(tag)>(g, x, y, codes, threads); });
           },
           py::arg("x"), py::arg("y"), py::arg("codes"), py::arg("threads"))
       .def_property_readonly("size", &fastsas::MomentsGroups::size)

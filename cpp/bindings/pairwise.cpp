@@ -13,6 +13,7 @@
 
 namespace py = pybind11;
 using fastsas::Index;
+using fastsas::bindings::dispatch_float;
 
 namespace {
 
@@ -145,16 +146,14 @@ void register_pairwise(py::module_& m) {
       "retrieval",
       [](const py::array& x, const py::array& y, const py::object& image_codes, const py::object& text_codes,
          Index tile_rows, Index tile_cols, int threads, Index topk) {
-        if (!x.dtype().is(y.dtype())) throw py::type_error("images and texts must have the same dtype");
         fastsas::RetrievalOptions opt;
         opt.tile_rows = tile_rows;
         opt.tile_cols = tile_cols;
         opt.threads = threads;
         opt.topk = topk;
-        if (x.dtype().is(py::dtype::of<float>())) return retrieval_typed<float>(x, y, image_codes, text_codes, opt);
-        if (x.dtype().is(py::dtype::of<double>()))
-          return retrieval_typed<double>(x, y, image_codes, text_codes, opt);
-        throw py::type_error("images and texts must be float32 or float64 arrays");
+        return dispatch_float(x, y, "images and texts", [&](auto tag) {
+          return retrieval_typed<decltype(tag)>(x, y, image_codes, text_codes, opt);
+        });
       },
       py::arg("x"), py::arg("y"), py::arg("image_codes") = py::none(), py::arg("text_codes") = py::none(),
       py::arg("tile_rows") = 0, py::arg("tile_cols") = 0, py::arg("threads") = 1, py::arg("topk") = 0,
@@ -165,15 +164,10 @@ void register_pairwise(py::module_& m) {
       [](const py::array& queries, const py::array& candidates, const py::object& query_codes,
          const py::object& candidate_codes, const std::string& query_input, const std::string& candidate_input,
          int threads) {
-        if (!queries.dtype().is(candidates.dtype()))
-          throw py::type_error("queries and candidates must have the same dtype");
-        if (queries.dtype().is(py::dtype::of<float>()))
-          return thresholds_typed<float>(queries, candidates, query_codes, candidate_codes, query_input,
-                                         candidate_input, threads);
-        if (queries.dtype().is(py::dtype::of<double>()))
-          return thresholds_typed<double>(queries, candidates, query_codes, candidate_codes, query_input,
-                                          candidate_input, threads);
-        throw py::type_error("queries and candidates must be float32 or float64 arrays");
+        return dispatch_float(queries, candidates, "queries and candidates", [&](auto tag) {
+          return thresholds_typed<decltype(tag)>(queries, candidates, query_codes, candidate_codes, query_input,
+                                                 candidate_input, threads);
+        });
       },
       py::arg("queries"), py::arg("candidates"), py::arg("query_codes"), py::arg("candidate_codes"),
       py::arg("query_input") = "x", py::arg("candidate_input") = "y", py::arg("threads") = 1,
@@ -184,16 +178,13 @@ void register_pairwise(py::module_& m) {
       [](const py::array& x, const py::array& y, const py::object& image_codes, const py::object& text_codes,
          const py::object& image_thresholds, const py::object& text_thresholds, Index tile_rows, Index tile_cols,
          int threads) {
-        if (!x.dtype().is(y.dtype())) throw py::type_error("images and texts must have the same dtype");
         fastsas::RetrievalOptions opt;
         opt.tile_rows = tile_rows;
         opt.tile_cols = tile_cols;
         opt.threads = threads;
-        if (x.dtype().is(py::dtype::of<float>()))
-          return counts_typed<float>(x, y, image_codes, text_codes, image_thresholds, text_thresholds, opt);
-        if (x.dtype().is(py::dtype::of<double>()))
-          return counts_typed<double>(x, y, image_codes, text_codes, image_thresholds, text_thresholds, opt);
-        throw py::type_error("images and texts must be float32 or float64 arrays");
+        return dispatch_float(x, y, "images and texts", [&](auto tag) {
+          return counts_typed<decltype(tag)>(x, y, image_codes, text_codes, image_thresholds, text_thresholds, opt);
+        });
       },
       py::arg("x"), py::arg("y"), py::arg("image_codes"), py::arg("text_codes"), py::arg("image_thresholds"),
       py::arg("text_thresholds"), py::arg("tile_rows") = 0, py::arg("tile_cols") = 0, py::arg("threads") = 1,
@@ -202,13 +193,10 @@ void register_pairwise(py::module_& m) {
   m.def(
       "mmd",
       [](const py::array& x, const py::array& y, double sigma, Index tile, int threads) {
-        if (!x.dtype().is(y.dtype())) throw py::type_error("x and y must have the same dtype");
         fastsas::MmdOptions opt;
         opt.tile = tile;
         opt.threads = threads;
-        if (x.dtype().is(py::dtype::of<float>())) return mmd_typed<float>(x, y, sigma, opt);
-        if (x.dtype().is(py::dtype::of<double>())) return mmd_typed<double>(x, y, sigma, opt);
-        throw py::type_error("x and y must be float32 or float64 arrays");
+        return dispatch_float(x, y, "x and y", [&](auto tag) { return mmd_typed<decltype(tag)>(x, y, sigma, opt); });
       },
       py::arg("x"), py::arg("y"), py::arg("sigma"), py::arg("tile") = 0, py::arg("threads") = 1,
       "Exact biased RBF MMD (x100) with the kernel means.");

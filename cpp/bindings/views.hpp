@@ -25,4 +25,20 @@ MatrixView<T> view_of(const pybind11::array& a, const char* name) {
   return v;
 }
 
+// Calls fn(T{}) for the float dtype shared by x and y (float32 or float64). Dtypes are
+// compared for equivalence, not identity: an array unpickled in another process (Dask,
+// multiprocessing) carries an equal but distinct dtype object.
+template <class Fn>
+auto dispatch_float(const pybind11::array& x, const pybind11::array& y, const char* names, Fn&& fn)
+    -> decltype(fn(float{})) {
+  auto& api = pybind11::detail::npy_api::get();
+  auto equivalent = [&](const pybind11::dtype& a, const pybind11::dtype& b) {
+    return api.PyArray_EquivTypes_(a.ptr(), b.ptr()) != 0;
+  };
+  if (!equivalent(x.dtype(), y.dtype())) throw pybind11::type_error(std::string(names) + " must have the same dtype");
+  if (equivalent(x.dtype(), pybind11::dtype::of<float>())) return fn(float{});
+  if (equivalent(x.dtype(), pybind11::dtype::of<double>())) return fn(double{});
+  throw pybind11::type_error(std::string(names) + " must be float32 or float64 arrays");
+}
+
 }  // namespace fastsas::bindings
