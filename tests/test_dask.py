@@ -1,0 +1,231 @@
+"""fastsas.dask on a LocalCluster of 2 worker processes: the same numbers as in process
+(rounding bounds of the core), identical ranks, a killed worker replaced without changing
+the result, and a store with missing chunks refused by name."""
+import os
+import shutil
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastsas as fs
+from fastsas import _core
+from fastsas.store import EmbeddingStore, StoreError, open_source
+
+distributed = pytest.importorskip("distributed")  # the `test` extra installs it: never skipped in CI
+da = pytest.importorskip("dask.array")
+import fastsas.dask as fsd  # noqa: E402
+
+from _compare import worst_error  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def _same_retrieval(got, want):
+    assert sorted(got) == sorted(want)
+    for k, v in want.items():
+        if isinstance(v, np.ndarray):
+            assert got[k].dtype == v.dtype and np.array_equal(got[k], v), k
+        else:
+            assert got[k] == v, k
+
+
+def _close(got, want, scale_floor, rel, path=""):
+    """Equal structure; equal ints, strings and ranks; floats within rel on max(|want|, floor)."""
+    if isinstance(want, dict):
+        assert sorted(got) == sorted(want), path
+        for k in want:
+            _close(got[k], want[k], scale_floor, rel, f"{path}/{k}")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            _close(g, w, scale_floor, rel, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert abs(got - want) <= rel * max(abs(want), scale_floor) or got == want, (path, got, want)
+    else:
+        assert got == want, (path, got, want)
+
+
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-12), (np.float32, 1e-6)])
+def test_alignment_equals_in_process(client, dtype, bound):
+    x, y = fs.synthetic.paired_embeddings(5000, 24, image_only_factors=2, seed=1, dtype=dtype)
+    want = fs.alignment(x, y)
+    got = fsd.alignment(x, y, client=client, block_rows=700)  # NumPy input, uneven last block
+    assert worst_error(got, want, x, y) <= bound
+    assert got["n"] == want["n"] and sorted(got) == sorted(want)
+    # Dask arrays with blocks that differ between the two sides are aligned to the images'.
+    dx, dy = da.from_array(x, chunks=(1300, 24)), da.from_array(y, chunks=(900, 12))
+    assert worst_error(fsd.alignment(dx, dy, client=client, split_every=2), want, x, y) <= bound
+
+
+def test_moments_is_the_in_process_object(client):
+    x, y = fs.synthetic.paired_embeddings(3000, 16, seed=2, dtype=np.float64)
+    m = fsd.moments(x, y, client=client, block_rows=500, split_every=3)
+    ref = fs.Moments(16).update(x, y)
+    assert type(m) is fs.Moments and m.n == ref.n == 3000 and m.dim == 16
+    np.testing.assert_allclose(m.covariance(), ref.covariance(), rtol=1e-12, atol=1e-14)
+    assert len(m.to_bytes()) == len(ref.to_bytes())
+
+
+def test_bad_rows_are_named_as_rows_of_the_archive(client):
+    x, y = fs.synthetic.paired_embeddings(2000, 12, seed=3, dtype=np.float64)
+    x[1234] = np.nan
+    with pytest.raises(ValueError, match=r"images has non-finite values .* 1 row: 1234"):
+        fsd.alignment(x, y, client=client, block_rows=500)
+    y[1501] = 0.0
+    with pytest.raises(ValueError, match=r"texts has zero-norm rows .*: 1501"):
+        fsd.retrieval(x[:1000], y, client=client, block_rows=400, image_ids=np.arange(1000),
+                      text_ids=np.arange(2000) % 1000)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_retrieval_ranks_identical(client, dtype):
+    x, y = fs.synthetic.paired_embeddings(3000, 32, seed=4, dtype=dtype)
+    want = fs.retrieval(x, y, return_ranks=True)
+    _same_retrieval(fsd.retrieval(x, y, return_ranks=True, client=client, block_rows=700), want)
+
+
+def test_retrieval_several_images_per_id_and_exact_ties(client):
+    rng = np.random.default_rng(5)
+    texts = rng.standard_normal((800, 16)).astype(np.float32)
+    # 3 images per report on average, some reports with none, duplicated rows (exact ties)
+    owner = rng.integers(0, 900, 2400)
+    images = (texts[np.minimum(owner, 799)] + 0.8 * rng.standard_normal((2400, 16))).astype(np.float32)
+    images[100:110] = images[0]
+    image_ids, text_ids = owner, np.arange(800)
+    want = fs.retrieval(images, texts, image_ids, text_ids, ks=(1, 5), return_ranks=True)
+    assert want["i2t_unmatched"] > 0  # ids 800..899 have no report
+    got = fsd.retrieval(da.from_array(images, chunks=500), da.from_array(texts, chunks=300), image_ids, text_ids,
+                        ks=(1, 5), return_ranks=True, client=client)
+    _same_retrieval(got, want)
+
+
+def test_core_block_counts_sum_to_the_ranks():
+    # The C++ entry points alone: any split of both sides gives the in-process ranks.
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((700, 12)).astype(np.float32)
+    y = (x + 0.7 * rng.standard_normal(x.shape)).astype(np.float32)
+    codes = np.arange(700, dtype=np.int32)
+    want = _core.retrieval(x, y)
+    ithr = _core.retrieval_thresholds(x, y, codes, codes)
+    tthr = _core.retrieval_thresholds(y, x, codes, codes)
+    ic, tc = np.zeros(700, np.int64), np.zeros(700, np.int64)
+    cuts_x, cuts_y = [0, 13, 300, 301, 700], [0, 250, 699, 700]
+    for a0, a1 in zip(cuts_x, cuts_x[1:]):
+        for b0, b1 in zip(cuts_y, cuts_y[1:]):
+            r = _core.retrieval_counts(x[a0:a1], y[b0:b1], codes[a0:a1], codes[b0:b1], ithr[a0:a1], tthr[b0:b1],
+                                       tile_rows=7, tile_cols=64)
+            ic[a0:a1] += r["image_counts"]
+            tc[b0:b1] += r["text_counts"]
+    assert np.array_equal(ic + 1, want["image_ranks"]) and np.array_equal(tc + 1, want["text_ranks"])
+    with pytest.raises(ValueError, match="image_thresholds must be 1-D with one entry per row"):
+        _core.retrieval_counts(x, y, codes, codes, ithr[:5], tthr)
+    with pytest.raises(ValueError, match="NaN"):
+        _core.retrieval_counts(x, y, codes, codes, np.full(700, np.nan), tthr)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return fs.synthetic.demo_archive(3000, 24)
+
+
+def test_audit_equals_in_process(client, demo):
+    m = demo["metadata"]
+    x, y = demo["images"].astype(np.float64), demo["texts"].astype(np.float64)
+    kw = dict(groups=m["modality"], periods=m["year"], image_ids=m["study_id"], text_ids=m["study_id"],
+              jackknife_blocks=10)
+    want = fs.audit(x, y, chunk_rows=700, **kw)
+    got = fsd.audit(x, y, client=client, block_rows=700, **kw)
+    assert type(got) is fs.AuditResult
+    assert worst_error(got.alignment, want.alignment, x, y) <= 1e-12
+    # Everything else: ints, labels, ranks and mismatch rows identical; floats (t statistics
+    # of a nearly cancelling imbalance, per-mode rho of tiny modes) within 1e-9.
+    _close(got.to_dict(), want.to_dict(), 1.0, 1e-9)
+    assert got.mismatches and got.groups[0]["retrieval_within"]
+
+
+def test_audit_source_from_a_store(client, demo, tmp_path):
+    path = tmp_path / "archive"
+    EmbeddingStore.build(path, demo, chunk_rows=512).close()
+    source = open_source(path)
+    m = source.metadata()
+    kw = dict(groups=m["modality"], image_ids=m["study_id"], text_ids=m["study_id"], retrieval="whole")
+    want = fs.audit(source, **kw)
+    got = fsd.audit_source(path, client=client, **kw)
+    assert worst_error(got.alignment, want.alignment, demo["images"], demo["texts"]) <= 1e-6
+    _close(got.to_dict(), want.to_dict(), 1.0, 1e-5)
+    assert got.retrieval == want.retrieval  # ranks identical, so every recall is too
+    # Without a scheduler or workers nothing changes: the in-process audit itself.
+    assert fsd.audit_source(path, **kw).to_dict() == want.to_dict()
+
+
+def test_store_with_missing_chunks_names_them(client, tmp_path):
+    x, y = fs.synthetic.paired_embeddings(2000, 12, seed=8)
+    path = tmp_path / "store"
+    EmbeddingStore.build(path, x, y, chunk_rows=256).close()
+    assert worst_error(fsd.alignment(path, client=client), fs.alignment(x, y), x, y) <= 1e-6
+    (path / "images" / "c" / "1" / "0").unlink()
+    (path / "texts" / "c" / "6" / "0").unlink()
+    with pytest.raises(StoreError) as err:
+        fsd.alignment(path, client=client)
+    msg = str(err.value)
+    assert str(path) in msg and "missing 2 chunk file(s)" in msg
+    assert "images/c/1/0" in msg and "texts/c/6/0" in msg
+
+
+def test_a_killed_worker_is_replaced_and_the_result_is_unchanged(client):
+    x, y = fs.synthetic.paired_embeddings(8000, 32, seed=9)
+    want = fs.retrieval(x, y, return_ranks=True)
+    before = client.run(os.getpid)  # worker address -> worker process id
+    out, errors = {}, []
+
+    def run():
+        try:
+            out["r"] = fsd.retrieval(x, y, return_ranks=True, client=client, block_rows=400)  # 400 tasks
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    busy = {}
+    while time.monotonic() < deadline and not busy:
+        busy = {w: keys for w, keys in client.processing().items() if keys}
+        time.sleep(0.02)
+    assert busy, "the run never started on the cluster"
+    victim = before[next(iter(busy))]
+    os.kill(victim, signal.SIGKILL)
+    assert thread.is_alive(), "the run finished before the worker was killed: make it longer"
+    thread.join(timeout=300)
+    assert not errors, errors
+    _same_retrieval(out["r"], want)
+    client.wait_for_workers(2, timeout=60)
+    after = client.run(os.getpid)
+    assert len(after) == 2 and victim not in after.values()
+
+
+def test_arguments_are_checked(client):
+    x, y = fs.synthetic.paired_embeddings(100, 12, seed=10)
+    with pytest.raises(TypeError, match="path of an embedding store"):
+        fsd.alignment(x)
+    with pytest.raises(ValueError, match="block_rows must be a positive integer"):
+        fsd.alignment(x, y, block_rows=0)
+    with pytest.raises(ValueError, match="at most one of client, scheduler"):
+        fsd.alignment(x, y, client=client, scheduler="tcp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="paired row by row"):
+        fsd.alignment(x, y[:50], client=client)
+    with pytest.raises(TypeError, match="float16, float32 or float64"):
+        fsd.retrieval(x.astype(np.int32), y, client=client)
+    with pytest.raises(ValueError, match="give ids when the counts differ"):
+        fsd.retrieval(x, y[:50], client=client)
+    with pytest.raises(ValueError, match="workers must be a positive number"):
+        fsd.audit_source((x, y), workers=0)
+    with pytest.raises(FileNotFoundError, match="no such embedding store"):
+        fsd.moments(str(shutil.os.devnull) + "-nothing-here")
