@@ -66,16 +66,22 @@ def as_embeddings(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:
             f"{name} must hold float16, float32 or float64 values, got {kind} dtype {arr.dtype}; "
             f"convert it first, e.g. {name}.astype(np.float32)"
         )
-    if arr.ndim != 2:
+    check_matrix_shape(arr.shape, name, min_rows)
+    return arr
+
+
+def check_matrix_shape(shape: tuple, name: str, min_rows: int) -> None:
+    """(n_samples, dim) with dim >= 1 and n_samples >= min_rows (host and device arrays)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2:
         raise ValueError(
-            f"{name} must be 2-D (n_samples, dim), got shape {arr.shape}; "
+            f"{name} must be 2-D (n_samples, dim), got shape {shape}; "
             "reshape it, e.g. x.reshape(len(x), -1)"
         )
-    if arr.shape[1] < 1:
-        raise ValueError(f"{name} has no columns (shape {arr.shape})")
-    if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[0]}")
-    return arr
+    if shape[1] < 1:
+        raise ValueError(f"{name} has no columns (shape {shape})")
+    if shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows, got {shape[0]}")
 
 
 def as_pair(
@@ -175,3 +181,67 @@ def one_per_row(values: Any, name: str, rows: int, *, item: str, per: str, count
         raise ValueError(f"{name} has {arr.shape[0]} {counted or item + 's'} but there are {rows} {per}s; "
                          f"give one {item} per {per}")
     return arr
+
+
+# -- backends -----------------------------------------------------------------------------------
+BACKENDS = ("auto", "cpu", "cuda")
+
+
+def resolve_backend(backend: Any, *inputs: Any) -> str:
+    """"cpu" or "cuda" for a public function's ``backend`` argument.
+
+    "auto": the GPU when CuPy sees one (or when an input already lives on the GPU), else the
+    CPU, silently. "cuda" without a usable GPU raises RuntimeError saying why and how to
+    install the GPU extra. Importing CuPy happens here, on first use, never at import time.
+    """
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "cpu":
+        return "cpu"
+    from fastsas import gpu
+
+    if gpu.available():
+        return "cuda"
+    if backend == "cuda":
+        raise RuntimeError(
+            f"backend='cuda' needs a CUDA GPU visible to CuPy, and none is usable: {gpu.unavailable_reason()}. "
+            'Install the GPU extra with pip install "fastsas[gpu]" (CuPy for CUDA 13) on a machine with an '
+            "NVIDIA driver, or use backend='cpu'"
+        )
+    from fastsas.gpu._arrays import is_device_array
+
+    for x in inputs:
+        if is_device_array(x):
+            raise RuntimeError(f"an input lives on a CUDA device but the GPU backend is not usable: "
+                               f"{gpu.unavailable_reason()}")
+    return "cpu"
+
+
+class Result(dict):
+    """A result dict that also says which backend produced it (``.backend``: "cpu" or
+    "cuda"). An attribute, not a key, so code that treats every value as a number (reports,
+    tables, float conversions of the alignment dict) is unaffected; ``dict(result)`` and
+    JSON see the same keys as before."""
+
+    backend: str
+
+    def __init__(self, values: Any = (), backend: str = "cpu"):
+        super().__init__(values)
+        self.backend = backend
+
+    def __reduce__(self):
+        return (Result, (dict(self), self.backend))
+
+
+class Value(float):
+    """A float result that also says which backend produced it (``.backend``)."""
+
+    backend: str
+
+    def __new__(cls, value: float, backend: str = "cpu") -> "Value":
+        out = super().__new__(cls, value)
+        out.backend = backend
+        return out
+
+    def __reduce__(self):
+        return (Value, (float(self), self.backend))

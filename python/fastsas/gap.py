@@ -34,7 +34,7 @@ import numpy as np
 
 from fastsas import _core
 from fastsas._validate import (as_pair, check_number_sequence, check_topq, one_per_row, rename_bad_rows,
-                               resolve_threads)
+                               resolve_backend, resolve_threads)
 from fastsas.moments import Moments
 from fastsas.retrieval import _check_ks
 from fastsas.retrieval import retrieval as _retrieval
@@ -557,6 +557,7 @@ def sweep(
     chunk_rows: int = 65536,
     gap: Any = None,
     threads: int | None = None,
+    backend: str = "auto",
 ) -> GapSweep:
     """Every alignment metric, retrieval and a downstream probe as a function of the
     modality-gap shift ``lam`` (METRICS.md "Modality-gap control").
@@ -587,6 +588,9 @@ def sweep(
     retrieval: compute the retrieval summary at every lambda.
     gap: a (d,) gap vector to use instead of the data's own (e.g. a training split's).
     threads: worker threads for the core (None: the fastsas default).
+    backend: "auto" (the GPU when CuPy sees one), "cpu" or "cuda": where each lambda's retrieval
+        (the O(n^2) part) runs; the moment passes stay on the CPU, streamed with the shifts.
+        Recorded in ``settings["backend"]``.
 
     Returns a :class:`GapSweep` (``.to_dict()`` is JSON-ready; ``.series("sas_sym")``
     gives one value per lambda). At ``lam = 0`` the point equals ``fs.alignment`` and
@@ -604,6 +608,7 @@ def sweep(
     """
     lams = _check_lams(lams)
     q = check_topq(topq)
+    kind = resolve_backend(backend)
     if threads is not None:
         resolve_threads(threads)
     if not isinstance(retrieval, (bool, np.bool_)):
@@ -676,7 +681,7 @@ def sweep(
             m = moments[lam]
             ret = None
             if retrieval:
-                ret = _retrieval(fused[:, :dim], fused[:, dim:], ks=checked["ks"], threads=threads)
+                ret = _retrieval(fused[:, :dim], fused[:, dim:], ks=checked["ks"], threads=threads, backend=kind)
             probe = None
             if labels is not None:
                 probe = _probe(fused, checked["codes"], len(checked["classes"]), cv, seed)
@@ -695,6 +700,7 @@ def sweep(
         "topq": q,
         "ks": list(checked["ks"]) if retrieval else None,
         "gap_given": gap is not None,
+        "backend": kind if retrieval else "cpu",
         "probe": None if labels is None else {
             "model": f"LogisticRegression(max_iter={_PROBE_MAX_ITER}) on hstack([x', y'])",
             "folds": f"StratifiedKFold(n_splits={cv}, shuffle=True, random_state={seed})",

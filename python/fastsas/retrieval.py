@@ -7,7 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsas import _core
-from fastsas._validate import as_embeddings, check_number_sequence, one_per_row, rename_bad_rows, resolve_threads
+from fastsas._validate import (Result, as_embeddings, check_number_sequence, one_per_row, rename_bad_rows,
+                               resolve_backend, resolve_threads)
 
 __all__ = ["retrieval"]
 
@@ -80,6 +81,7 @@ def retrieval(
     return_topk: int = 0,
     threads: int | None = None,
     tile: int | tuple[int, int] | None = None,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """Exact bidirectional cosine retrieval: R@k, rSum, median / mean rank and MRR.
 
@@ -112,6 +114,12 @@ def retrieval(
     ``threads``: worker threads (None: the fastsas default). ``tile``: rows per tile, or
     (image rows, text columns); results do not depend on either.
 
+    ``backend``: "auto" (the GPU when CuPy sees one, else the CPU), "cpu" or "cuda". On the
+    GPU (inputs may also be CuPy arrays or torch CUDA tensors) the tiles are fp16 GEMMs with
+    float32 accumulation and every pair within the proven rounding band of a threshold is
+    re-decided exactly, so the ranks are the CPU engine's (fastsas.gpu.retrieval explains the
+    bound); ``return_topk`` needs the CPU. The result says which backend ran in ``.backend``.
+
     >>> import numpy as np, fastsas as fs
     >>> rng = np.random.default_rng(0)
     >>> x = rng.standard_normal((1000, 64)).astype(np.float32)
@@ -119,8 +127,19 @@ def retrieval(
     >>> 0.0 <= r["i2t_r1"] <= r["i2t_r5"] <= r["i2t_r10"] <= 1.0
     True
     """
-    x = as_embeddings(images, "images", min_rows=1)
-    y = as_embeddings(texts, "texts", min_rows=1)
+    kind = resolve_backend(backend, images, texts)
+    if kind == "cuda":
+        from fastsas.gpu._arrays import is_device_array
+        from fastsas.gpu.moments import device_pair
+
+        if is_device_array(images) or is_device_array(texts):
+            x, y = device_pair(images, texts, min_rows=1, paired=False)
+        else:
+            x = as_embeddings(images, "images", min_rows=1)
+            y = as_embeddings(texts, "texts", min_rows=1)
+    else:
+        x = as_embeddings(images, "images", min_rows=1)
+        y = as_embeddings(texts, "texts", min_rows=1)
     if x.shape[1] != y.shape[1]:
         raise ValueError(
             f"images and texts must live in the same embedding space: got dims {x.shape[1]} and {y.shape[1]}"
@@ -128,7 +147,7 @@ def retrieval(
     if x.dtype != y.dtype:
         x = x.astype(np.float64, copy=False)
         y = y.astype(np.float64, copy=False)
-    n_images, n_texts = x.shape[0], y.shape[0]
+    n_images, n_texts = int(x.shape[0]), int(y.shape[0])
     if (image_ids is None) != (text_ids is None):
         given = "image_ids" if image_ids is not None else "text_ids"
         missing = "text_ids" if image_ids is not None else "image_ids"
@@ -150,12 +169,21 @@ def retrieval(
     tile_rows, tile_cols = _check_tile(tile)
     nthreads = resolve_threads(threads)
 
-    try:
-        core = _core.retrieval(x, y, icodes, tcodes, tile_rows, tile_cols, nthreads, int(return_topk))
-    except _core.BadRowsError as exc:
-        raise rename_bad_rows(exc, _NAMES) from None
+    if kind == "cuda":
+        if return_topk:
+            raise ValueError("return_topk is only available with backend='cpu' (the GPU backend computes ranks "
+                             "only); pass backend='cpu' to get the top-k lists")
+        from fastsas.gpu.retrieval import retrieval_ranks
 
-    out = rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks)
+        ranks = retrieval_ranks(x, y, icodes, tcodes, tile=(tile_rows, tile_cols) if tile_rows else None)
+        core = {"image_ranks": ranks[0], "text_ranks": ranks[1]}
+    else:
+        try:
+            core = _core.retrieval(x, y, icodes, tcodes, tile_rows, tile_cols, nthreads, int(return_topk))
+        except _core.BadRowsError as exc:
+            raise rename_bad_rows(exc, _NAMES) from None
+
+    out = Result(rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks), kind)
     if return_topk:
         out["i2t_topk"] = core["image_topk"]
         out["i2t_topk_sim"] = core["image_topk_sim"]
