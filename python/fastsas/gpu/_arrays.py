@@ -94,6 +94,14 @@ def as_device(x: Any, name: str, min_rows: int = 0):
     return x
 
 
+def to_device(x: Any, name: str):
+    """A device array in place (as_device), or a validated host array copied to the device
+    once (whole: for the pairwise kernels, which need every row resident)."""
+    if is_device_array(x):
+        return as_device(x, name)
+    return as_device(cupy_module().asarray(x), name)
+
+
 def row_stride(x) -> int:
     """Elements between consecutive rows of a row-contiguous CuPy array."""
     return int(x.strides[0] // x.itemsize) if x.shape[0] > 1 else int(x.shape[1])

@@ -37,8 +37,7 @@ def _checked(x, name: str, input: str):
 def mmd(x: Any, y: Any, sigma: float, *, tile: int | None = None) -> dict[str, float]:
     """{"mmd", "mean_kxx", "mean_kyy", "mean_kxy"} as the CPU engine returns them."""
     cp = _arrays.cupy_module()
-    a = _arrays.as_device(x, "x") if _arrays.is_device_array(x) else cp.asarray(x)
-    b = _arrays.as_device(y, "y") if _arrays.is_device_array(y) else cp.asarray(y)
+    a, b = _arrays.to_device(x, "x"), _arrays.to_device(y, "y")
     dtype = _arrays.common_dtype(a, b)
     _checked(a, "x", "x")
     _checked(b, "y", "y")

@@ -140,8 +140,7 @@ def retrieval_ranks(images: Any, texts: Any, image_codes: np.ndarray | None, tex
     count kernels and the re-checks, and the number of re-checked pairs."""
     cp = _arrays.cupy_module()
     precision = check_precision(precision)
-    x = _arrays.as_device(images, "images") if _arrays.is_device_array(images) else cp.asarray(images)
-    y = _arrays.as_device(texts, "texts") if _arrays.is_device_array(texts) else cp.asarray(texts)
+    x, y = _arrays.to_device(images, "images"), _arrays.to_device(texts, "texts")
     dtype = _arrays.common_dtype(x, y)
     x, y = x.astype(dtype, copy=False), y.astype(dtype, copy=False)
     n, d = x.shape
