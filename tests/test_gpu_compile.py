@@ -26,6 +26,9 @@ def _find_nvrtc() -> str | None:
 
 
 NVRTC = _find_nvrtc()
+if NVRTC is None and os.environ.get("FASTSAS_REQUIRE_NVRTC") == "1":
+    # CI installs libnvrtc, so there a missing one is a set-up error, never a silent skip.
+    raise pytest.UsageError("FASTSAS_REQUIRE_NVRTC=1 but no libnvrtc was found (pip install 'nvidia-cuda-nvrtc==13.*')")
 needs_nvrtc = pytest.mark.skipif(NVRTC is None, reason="no libnvrtc (pip install nvidia-cuda-nvrtc, or a CUDA toolkit)")
 
 
