@@ -505,7 +505,7 @@ def test_cli_embed_then_audit(models, tmp_path, capsys):
     data = json.loads((report / "report.json").read_text())
     got = data["audit"] if "audit" in data else data
     x, y = (np.asarray(a) for a in open_source(store).arrays())
-    assert got["alignment"]["sas_i2t"] == pytest.approx(fs.alignment(x, y)["sas_i2t"], rel=1e-9)
+    assert got["alignment"]["sas_i2t"] == pytest.approx(fs.alignment(x, y)["sas_i2t"], rel=1e-6)  # float32: chunking
     assert {g["group"] for g in got["groups"]} == {"", "CR", "CT"}
     capsys.readouterr()
     # re-running resumes: nothing left to embed
