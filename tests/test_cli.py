@@ -90,6 +90,29 @@ def test_audit_bad_usage_exits_2(archive_files, tmp_path, capsys):
     _one_line_error(capsys, "topq must be in (0, 1]")
     assert main(["audit", "--demo", "--no-such-option"]) == 2
     _one_line_error(capsys, "--no-such-option")
+    assert main(["audit", "--demo", "--backend", "tpu", "--quiet", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "--backend: backend must be one of 'auto', 'cpu', 'cuda', got 'tpu'")
+    assert main(["audit", "--demo", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2", "--quiet",
+                 "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "give --scheduler ADDRESS or --workers N, not both")
+
+
+def test_audit_backend_cuda_without_a_gpu_exits_2(tmp_path, capsys):
+    from fastsas import gpu
+
+    if gpu.available():
+        pytest.skip("a GPU is usable here: --backend cuda is valid")
+    assert main(["audit", "--demo", "--demo-n", "500", "--backend", "cuda", "--quiet", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "--backend: backend='cuda' needs a CUDA GPU", 'pip install "fastsas[gpu]"')
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_audit_records_the_backend(tmp_path):
+    assert main(["audit", "--demo", "--demo-n", "1500", "--backend", "cpu", "--format", "json", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    got = data["audit"] if "audit" in data else data
+    assert got["backend"] == {"moments": "cpu", "retrieval": "cpu"}
 
 
 def test_audit_corrupt_store_exits_2(archive_files, tmp_path, capsys):

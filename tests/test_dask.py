@@ -131,6 +131,13 @@ def test_core_block_counts_sum_to_the_ranks():
         _core.retrieval_counts(x, y, codes, codes, np.full(700, np.nan), tthr)
 
 
+def _numbers(result) -> dict:
+    """The audit's findings, without the record of which backend computed them."""
+    d = result.to_dict()
+    d.pop("backend")
+    return d
+
+
 @pytest.fixture(scope="module")
 def demo():
     return fs.synthetic.demo_archive(3000, 24)
@@ -147,7 +154,8 @@ def test_audit_equals_in_process(client, demo):
     assert worst_error(got.alignment, want.alignment, x, y) <= 1e-12
     # Everything else: ints, labels, ranks and mismatch rows identical; floats (t statistics
     # of a nearly cancelling imbalance, per-mode rho of tiny modes) within 1e-9.
-    _close(got.to_dict(), want.to_dict(), 1.0, 1e-9)
+    _close(_numbers(got), _numbers(want), 1.0, 1e-9)
+    assert got.backend == {"moments": "dask", "retrieval": "dask"} and want.backend["moments"] == "cpu"
     assert got.mismatches and got.groups[0]["retrieval_within"]
 
 
@@ -160,10 +168,31 @@ def test_audit_source_from_a_store(client, demo, tmp_path):
     want = fs.audit(source, **kw)
     got = fsd.audit_source(path, client=client, **kw)
     assert worst_error(got.alignment, want.alignment, demo["images"], demo["texts"]) <= 1e-6
-    _close(got.to_dict(), want.to_dict(), 1.0, 1e-5)
+    _close(_numbers(got), _numbers(want), 1.0, 1e-5)
     assert got.retrieval == want.retrieval  # ranks identical, so every recall is too
     # Without a scheduler or workers nothing changes: the in-process audit itself.
     assert fsd.audit_source(path, **kw).to_dict() == want.to_dict()
+
+
+def test_cli_audit_on_local_workers_equals_in_process(demo, tmp_path):
+    """`fastsas audit STORE --workers 2`: a LocalCluster of 2 processes started and closed by
+    the command; the report's numbers are the in-process audit's."""
+    import json
+
+    from fastsas.cli import main
+
+    path = tmp_path / "archive"
+    EmbeddingStore.build(path, demo, chunk_rows=512).close()
+    args = ["audit", str(path), "--group-by", "modality", "--id-column", "study_id", "--retrieval", "whole",
+            "--format", "json", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "local")]) == 0
+    assert main(args + ["--workers", "2", "--out", str(tmp_path / "dask")]) == 0
+    want, got = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("local", "dask"))
+    want, got = (d["audit"] if "audit" in d else d for d in (want, got))
+    assert got.pop("backend") == {"moments": "dask", "retrieval": "dask"}
+    assert want.pop("backend") == {"moments": "cpu", "retrieval": "cpu"}
+    assert got["retrieval"] == want["retrieval"] and got["mismatches"] == want["mismatches"]
+    _close(got["alignment"], want["alignment"], 1.0, 1e-6)
 
 
 def test_store_with_missing_chunks_names_them(client, tmp_path):

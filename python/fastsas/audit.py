@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from fastsas import _core
-from fastsas._validate import as_pair, check_topq, one_per_row, rename_bad_rows, resolve_threads
+from fastsas._validate import as_pair, check_topq, one_per_row, rename_bad_rows, resolve_backend, resolve_threads
 from fastsas.moments import Moments
 from fastsas.retrieval import _codes as id_codes_of
 
@@ -44,6 +44,9 @@ class AuditResult:
     drift: list = field(default_factory=list)
     profiles: dict = field(default_factory=dict)
     sas_sweep: dict = field(default_factory=dict)
+    # Which backend computed what: the moments always run on the CPU core (or Dask workers);
+    # retrieval follows the `backend` argument.
+    backend: dict = field(default_factory=lambda: {"moments": "cpu", "retrieval": "cpu"})
     definitions_version: str = _core.DEFINITIONS_VERSION
 
     def to_dict(self) -> dict:
@@ -194,6 +197,7 @@ def audit(
     threads: int | None = None,
     progress: Any = None,
     max_cell_bytes: int = 2 << 30,
+    backend: str = "auto",
 ) -> AuditResult:
     """Audit paired embeddings: whole archive, subgroups, uncertainty, mismatches, drift.
 
@@ -209,6 +213,8 @@ def audit(
     (2d)^2 float64), using fewer blocks per subgroup when needed (at least 5, else none).
     progress: optional callable progress(iterable, description, total) -> iterable that
     wraps each long step (the CLI passes rich progress bars).
+    backend: "auto" | "cpu" | "cuda" for the retrieval (the n^2 part); the moments run on the
+    CPU core. The result's `backend` says which ran.
     groups: optional label per pair (modality, body part, site, ...). periods: optional
     time-like label per pair (year, month): one drift point per period. image_ids /
     text_ids: retrieval ground truth (default row i <-> row i); with ids, jackknife blocks
@@ -224,6 +230,7 @@ def audit(
     [2000, 2000]
     """
     nthreads = resolve_threads(threads)
+    retrieval_backend = resolve_backend(backend)
     source = images if texts is None and _is_source(images) else None
     if source is not None:
         n, d = int(source.n), int(source.dim)
@@ -254,11 +261,12 @@ def audit(
 
     def retrieve(rows, image_ids, text_ids):
         if rows is None:
-            return _retrieval_with_ranks(x, y, image_ids, text_ids, plan.ks, nthreads)
+            return _retrieval_with_ranks(x, y, image_ids, text_ids, plan.ks, nthreads, retrieval_backend)
         return _retrieval_with_ranks(np.asarray(x[rows]), np.asarray(y[rows]), image_ids, text_ids, plan.ks,
-                                     nthreads)
+                                     nthreads, retrieval_backend)
 
-    return plan.finalize(state, retrieve, nthreads, progress)
+    return plan.finalize(state, retrieve, nthreads, progress,
+                         backend={"moments": "cpu", "retrieval": retrieval_backend})
 
 
 def _check_count(value: Any, name: str, expected: str, low: int, high: int | None = None) -> int:
@@ -325,10 +333,12 @@ class AuditPlan:
             out["periods"] = self.period_codes[start:stop]
         return out
 
-    def finalize(self, state: "AuditState", retrieve: Any, threads: int, progress: Any = None) -> AuditResult:
+    def finalize(self, state: "AuditState", retrieve: Any, threads: int, progress: Any = None,
+                 backend: dict | None = None) -> AuditResult:
         """The AuditResult from the merged state of every row. retrieve(rows, image_ids, text_ids)
         returns fs.retrieval(..., return_ranks=True) over the whole archive (rows None) or over
-        the given rows (sorted row numbers, with those rows' ids or None)."""
+        the given rows (sorted row numbers, with those rows' ids or None). backend: which
+        backend ran the moments and the retrieval, recorded in the result."""
         n, d, q = self.n, self.d, self.q
         if state.count != n:
             raise ValueError(f"the merged audit state holds {state.count} rows, the plan {n}: a block is missing")
@@ -370,7 +380,8 @@ class AuditPlan:
         return AuditResult(n=int(n), dim=int(d), topq=q, alignment=alignment,
                            retrieval=_summary(ret) if ret is not None else None, uncertainty=uncertainty,
                            groups=group_rows, mismatches=suspects, drift=drift, profiles=profiles,
-                           sas_sweep=sas_sweep)
+                           sas_sweep=sas_sweep,
+                           backend=dict(backend or {"moments": "cpu", "retrieval": "cpu"}))
 
 
 _STATE_MAGIC = b"FSASAUD"
@@ -523,10 +534,11 @@ def _merge_all(states: Sequence):
     return out
 
 
-def _retrieval_with_ranks(x, y, image_ids, text_ids, ks, threads) -> dict:
+def _retrieval_with_ranks(x, y, image_ids, text_ids, ks, threads, backend: str = "cpu") -> dict:
     from fastsas.retrieval import retrieval as run
 
-    return run(x, y, image_ids=image_ids, text_ids=text_ids, ks=ks, return_ranks=True, threads=threads)
+    return run(x, y, image_ids=image_ids, text_ids=text_ids, ks=ks, return_ranks=True, threads=threads,
+               backend=backend)
 
 
 def _group_results(d, retrieve, labels, codes, cells_by_group, q, whole_ret, image_ids, text_ids, ks, threads,

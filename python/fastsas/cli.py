@@ -73,6 +73,16 @@ def _formats(value: str) -> tuple[str, ...]:
     return formats
 
 
+def _check_backend(backend: str) -> None:
+    """--backend, checked before any work: an unknown name, or cuda without a GPU, is bad usage."""
+    from fastsas._validate import resolve_backend
+
+    try:
+        resolve_backend(backend)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"--backend: {exc}") from None
+
+
 def _column(meta: dict, name: str | None, option: str) -> np.ndarray | None:
     if name is None:
         return None
@@ -129,6 +139,11 @@ def audit(
         help="metadata column to show beside each suspected mismatch (e.g. report text); off by default "
              "because such columns are patient data. Repeatable."),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    backend: str = typer.Option("auto", help="auto | cpu | cuda: where retrieval runs (auto: the GPU when CuPy sees one)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                                            help="run on a Dask scheduler (tcp://host:8786); needs fastsas[dist]"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="run on N local Dask worker processes; needs fastsas[dist]"),
 ) -> None:
     """Audit an archive: SAS both ways with intervals, every metric, retrieval, subgroups,
     drift, suspected mismatches; writes report.html / report.json / report.md."""
@@ -136,6 +151,7 @@ def audit(
     from fastsas.report import write_report
 
     formats = _formats(format)
+    _check_backend(backend)
     steps = Steps(not quiet)
     if demo:
         if archive:
@@ -154,9 +170,19 @@ def audit(
     ids = _column(meta, id_column, "--id-column")
     shown = {name: _column(meta, name, "--include-column") for name in include_column}
     start = time.perf_counter()
-    result = fs.audit(source, groups=groups, periods=periods, image_ids=ids, text_ids=ids, topq=topq,
-                      retrieval=retrieval, jackknife_blocks=jackknife_blocks, mismatches=mismatches,
-                      chunk_rows=chunk_rows, threads=threads, progress=steps)
+    options = dict(groups=groups, periods=periods, image_ids=ids, text_ids=ids, topq=topq, retrieval=retrieval,
+                   jackknife_blocks=jackknife_blocks, mismatches=mismatches, chunk_rows=chunk_rows,
+                   threads=threads, progress=steps)
+    if scheduler is not None or workers is not None:
+        if scheduler is not None and workers is not None:
+            raise UserError("give --scheduler ADDRESS or --workers N, not both")
+        if backend == "cuda":
+            raise UserError("--backend cuda runs in this process: leave out --scheduler/--workers, or use --backend cpu")
+        from fastsas.dask import audit_source
+
+        result = audit_source(source, scheduler=scheduler, workers=workers, **options)
+    else:
+        result = fs.audit(source, backend=backend, **options)
     if shown:
         from dataclasses import replace
 

@@ -472,7 +472,8 @@ def audit(images: Any, texts: Any = None, groups: Any = None, image_ids: Any = N
                               threads=threads, progress=progress)
 
         # The jackknife's eigendecompositions run here, on the client, with its threads.
-        return plan.finalize(AuditState.from_bytes(state), retrieve, resolve_threads(None))
+        return plan.finalize(AuditState.from_bytes(state), retrieve, resolve_threads(None),
+                             backend={"moments": "dask", "retrieval": "dask"})
 
 
 def audit_source(source: Any, scheduler: str | None = None, workers: int | None = None, *,
