@@ -135,6 +135,40 @@ def save_tiny_open_clip(path: Path, seed: int = 0, weights: str = "safetensors")
     return path
 
 
+BIOMED_TEXT = "microsoft/BiomedNLP-TinyBERT-uncased"  # a hub name, resolved to the folder of the same last part
+
+
+def biomed_text_cfg(local: Path | str) -> dict:
+    return {"hf_model_name": str(local), "hf_tokenizer_name": str(local), "hf_proj_type": "mlp",
+            "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 16}
+
+
+def save_tiny_biomedclip(path: Path, seed: int = 0) -> Path:
+    """A BiomedCLIP-shaped open_clip checkpoint: ViT image tower, a (tiny) BERT text tower
+    named by its hub id in open_clip_config.json, whose config and WordPiece tokenizer lie
+    in path/<last part of the hub id>, as an offline copy of BiomedCLIP would be laid out."""
+    import torch
+    from open_clip.model import CustomTextCLIP
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertTokenizer
+
+    bert = path / BIOMED_TEXT.split("/")[-1]
+    bert.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(WORDS)) + list("abcdefghijklmnopqrstuvwxyz")
+    (bert / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer.from_pretrained(bert, model_max_length=16).save_pretrained(bert)
+    BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=32).save_pretrained(bert)
+    cfg = {"embed_dim": 24, "vision_cfg": OPEN_CLIP_CFG["vision_cfg"], "text_cfg": biomed_text_cfg(bert)}
+    torch.manual_seed(seed)
+    model = CustomTextCLIP(**{**cfg, "text_cfg": {**cfg["text_cfg"], "hf_model_pretrained": False}})
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
+    shipped = {**cfg, "text_cfg": biomed_text_cfg(BIOMED_TEXT)}
+    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": shipped,
+                                                            "preprocess_cfg": OPEN_CLIP_PREPROCESS}))
+    return path
+
+
 # -- images ---------------------------------------------------------------------------------------
 def image_array(seed: int, size=(40, 48)) -> np.ndarray:
     """A smooth random RGB picture (not square, so resize and crop matter)."""

@@ -261,6 +261,36 @@ def test_image_id_from_the_dicom_header(clip_encoder, tmp_path):
         ("3.dcm", "ValueError: the DICOM header has no AccessionNumber (--image-id dicom:AccessionNumber)")]
 
 
+def test_images_from_a_listing(clip_encoder, archive, tmp_path):
+    keys = sorted(archive["files"])[:5]
+    listing = tmp_path / "listing.csv"
+    with open(listing, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "study_id"])
+        w.writerows((str(archive["images"] / k), k.split("/")[0]) for k in keys)
+    result = _run(clip_encoder, listing, archive["csv"], tmp_path / "store")
+    meta = open_source(tmp_path / "store").metadata()
+    assert result.rows == 5 and list(meta["study_id"]) == [k.split("/")[0] for k in keys]
+    by_folder = open_source(_run(clip_encoder, archive["images"], archive["csv"], tmp_path / "ref",
+                                 image_id="parent").store)
+    rows = [list(by_folder.column("image")).index(k) for k in keys]
+    np.testing.assert_allclose(np.asarray(open_source(tmp_path / "store").arrays()[0]),
+                               np.asarray(by_folder.arrays()[0])[rows], atol=1e-6)  # other batches: rounding
+
+
+@pytest.mark.gpu
+def test_half_precision_on_the_gpu_gives_float32_unit_rows(models, archive, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip(f"torch {torch.__version__} sees no CUDA device (the embed extra is the CPU build)")
+    result = _run(models["clip"], archive["images"], archive["csv"], tmp_path / "gpu", image_id="parent",
+                  device="cuda", precision="auto")
+    cpu = _run(models["clip"], archive["images"], archive["csv"], tmp_path / "cpu", image_id="parent")
+    x = np.asarray(open_source(result.store).arrays()[0])
+    assert result.device == "cuda" and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(x, np.asarray(open_source(cpu.store).arrays()[0]), atol=3e-2)  # bf16 rounding
+
+
 def test_high_bit_depth_png_is_scaled_by_its_range(tmp_path):
     values = (np.arange(40 * 30).reshape(40, 30) * 50 + 1000).astype(np.uint16)
     Image.fromarray(values).save(tmp_path / "deep.png")

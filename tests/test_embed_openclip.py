@@ -97,6 +97,27 @@ def test_open_clip_embeddings_equal_its_own_encoders(oc, archive, tmp_path, weig
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-6)
 
 
+def test_biomedclip_layout_with_a_local_hf_text_tower(oc, archive, tmp_path):
+    open_clip, torch = oc
+    from open_clip.model import CustomTextCLIP
+    from open_clip.tokenizer import HFTokenizer
+    from safetensors.torch import load_file
+
+    from fastsas.embedding import load_model
+
+    model_dir = tm.save_tiny_biomedclip(tmp_path / "biomedclip")
+    enc = load_model(model_dir, device="cpu")
+    local = model_dir / tm.BIOMED_TEXT.split("/")[-1]
+    ref = CustomTextCLIP(embed_dim=24, vision_cfg=tm.OPEN_CLIP_CFG["vision_cfg"],
+                         text_cfg={**tm.biomed_text_cfg(local), "hf_model_pretrained": False}).eval()
+    ref.load_state_dict(load_file(str(model_dir / "open_clip_model.safetensors")))
+    texts = list(archive["texts"].values())
+    with torch.no_grad():
+        want = ref.encode_text(HFTokenizer(str(local), context_length=16)(texts), normalize=True).numpy()
+    np.testing.assert_allclose(enc.encode_texts(texts), want, atol=1e-5)
+    assert enc.dim == 24 and enc.family.name == "open_clip"
+
+
 def test_hf_text_tower_must_be_on_disk(oc, tmp_path):
     from fastsas.embedding import load_model
 
