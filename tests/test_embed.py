@@ -440,6 +440,7 @@ def test_texts_from_parquet_and_their_errors(clip_encoder, archive, tmp_path):
     assert id_name == "study_id" and texts == archive["texts"]
     a = _run(clip_encoder, archive["images"], tmp_path / "t.parquet", tmp_path / "a", image_id="parent")
     b = _run(clip_encoder, archive["images"], archive["csv"], tmp_path / "b", image_id="parent")
+    assert a.rows == b.rows == len(archive["files"])
     assert np.array_equal(np.asarray(open_source(tmp_path / "a").arrays()[1]),
                           np.asarray(open_source(tmp_path / "b").arrays()[1]))
     _write_reports_csv(tmp_path / "zeros.csv", ["007", "7"], ["a", "b"], "id", "text")
@@ -491,6 +492,25 @@ def test_remote_code_and_foreign_directories_are_refused(models, tmp_path):
         load_model(tmp_path / "empty", device="cpu")
     with pytest.raises(FileNotFoundError, match="--model .*: no such directory"):
         load_model(tmp_path / "absent", device="cpu")
+
+
+def test_no_network_call_while_loading_and_embedding(models, archive, tmp_path, monkeypatch):
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network is off in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    for name in ("clip", "siglip"):
+        result = _run(models[name], archive["images"], archive["csv"], tmp_path / name, image_id="parent")
+        assert result.rows == len(archive["files"])
+    assert attempts == []
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
 
 
 def test_import_fastsas_does_not_import_torch():

@@ -383,8 +383,7 @@ def _safe_state_dict(path: Path, model_dir: Path) -> dict:
 
 class OpenClipEncoder(Encoder):
     def __init__(self, model_dir: Path, family: Family, device: str, dtype):
-        open_clip = _import_open_clip(model_dir)
-        import torch
+        _import_open_clip(model_dir)
         from open_clip.model import CLIP, CustomTextCLIP
 
         refuse_remote_code(model_dir)
@@ -416,11 +415,11 @@ class OpenClipEncoder(Encoder):
             raise _model_error(model_dir, f"{weights.name} does not fit {_OPEN_CLIP_CONFIG} "
                                           f"({' '.join(str(exc).split())[:300]})") from None
         self.model = model.to(device=device, dtype=dtype).eval()
-        self.preprocess = OpenClipPreprocess(self._transform(open_clip, cfg.get("preprocess_cfg") or {}))
-        self.tokenizer = self._tokenizer(open_clip, model_dir, text_cfg)
+        self.preprocess = OpenClipPreprocess(self._transform(cfg.get("preprocess_cfg") or {}))
+        self.tokenizer = self._tokenizer(model_dir, text_cfg)
         self.dim = int(self.encode_texts(["a"]).shape[1])
 
-    def _transform(self, open_clip, preprocess_cfg: dict):
+    def _transform(self, preprocess_cfg: dict):
         from open_clip.transform import PreprocessCfg, image_transform
 
         defaults = PreprocessCfg()
@@ -432,7 +431,7 @@ class OpenClipEncoder(Encoder):
                                fill_color=preprocess_cfg.get("fill_color", defaults.fill_color))
 
     @staticmethod
-    def _tokenizer(open_clip, model_dir: Path, text_cfg: dict):
+    def _tokenizer(model_dir: Path, text_cfg: dict):
         from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 
         context_length = int(text_cfg.get("context_length", 77))

@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -73,7 +73,6 @@ class EmbedResult:
     seconds: float
     resumed: bool
     device: str
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -460,7 +459,6 @@ def embed(model: Any, images: str | os.PathLike, texts: str | os.PathLike, out: 
     options = _job_options(encoder, id_name, image_id, frames, tags)
     out = Path(out).expanduser()
     store, resumed = _open_store(out, options, tags, chunk_rows, overwrite, resume)
-    tags = tuple(_stored_options(store)["dicom_tags"]) if resumed else tags
     done, last_done = _done_rows(store)
     todo = _todo(items, done, last_done, frames)
     text_embeddings = TextEmbeddings(encoder, text_map, batch_size)
