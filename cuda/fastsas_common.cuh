@@ -4,12 +4,50 @@
 // Every kernel is compiled with --fmad=false: the only fused multiply-adds are the ones
 // written out with fma() below, so the arithmetic is exactly what the source says and can be
 // matched operation for operation against the CPU engine.
+//
+// Subnormals. CuPy compiles every RawModule with -ftz=true (appended after our options,
+// cupy/cuda/compiler.py), which turns each float <-> double conversion into cvt.ftz: a
+// subnormal float32 (|v| < 2^-126) would be read as 0, and a double rounding to a float32
+// subnormal would be stored as 0, where the CPU keeps them. Every conversion that decides
+// a result therefore goes through to_f64 / to_f32 below (inline PTX, no .ftz modifier):
+// exact whatever the flush mode.
 #pragma once
 
 typedef long long i64;
 typedef unsigned long long u64;
 
 namespace fastsas {
+
+// float -> double (exact) and double -> float (round to nearest even, or down / up), keeping
+// subnormals under -ftz=true. The double overloads are the identity.
+__device__ __forceinline__ double to_f64(float v) {
+  double r;
+  asm("cvt.f64.f32 %0, %1;" : "=d"(r) : "f"(v));
+  return r;
+}
+__device__ __forceinline__ double to_f64(double v) { return v; }
+template <class T>
+__device__ __forceinline__ T from_f64(double v);
+template <>
+__device__ __forceinline__ float from_f64<float>(double v) {
+  float r;
+  asm("cvt.rn.f32.f64 %0, %1;" : "=f"(r) : "d"(v));
+  return r;
+}
+template <>
+__device__ __forceinline__ double from_f64<double>(double v) {
+  return v;
+}
+__device__ __forceinline__ float to_f32_down(double v) {
+  float r;
+  asm("cvt.rm.f32.f64 %0, %1;" : "=f"(r) : "d"(v));
+  return r;
+}
+__device__ __forceinline__ float to_f32_up(double v) {
+  float r;
+  asm("cvt.rp.f32.f64 %0, %1;" : "=f"(r) : "d"(v));
+  return r;
+}
 
 // +infinity without math_constants.h (not on NVRTC's default include path).
 __device__ __forceinline__ double inf() { return __longlong_as_double(0x7ff0000000000000LL); }
@@ -26,12 +64,12 @@ __device__ __forceinline__ double canonical_dot(const T* __restrict__ a, const T
   double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
   int k = 0;
   for (; k + 4 <= d; k += 4) {
-    s0 = fma(static_cast<double>(a[k]), static_cast<double>(b[k]), s0);
-    s1 = fma(static_cast<double>(a[k + 1]), static_cast<double>(b[k + 1]), s1);
-    s2 = fma(static_cast<double>(a[k + 2]), static_cast<double>(b[k + 2]), s2);
-    s3 = fma(static_cast<double>(a[k + 3]), static_cast<double>(b[k + 3]), s3);
+    s0 = fma(to_f64(a[k]), to_f64(b[k]), s0);
+    s1 = fma(to_f64(a[k + 1]), to_f64(b[k + 1]), s1);
+    s2 = fma(to_f64(a[k + 2]), to_f64(b[k + 2]), s2);
+    s3 = fma(to_f64(a[k + 3]), to_f64(b[k + 3]), s3);
   }
-  for (; k < d; ++k) s0 = fma(static_cast<double>(a[k]), static_cast<double>(b[k]), s0);
+  for (; k < d; ++k) s0 = fma(to_f64(a[k]), to_f64(b[k]), s0);
   return (s0 + s1) + (s2 + s3);
 }
 
@@ -44,10 +82,10 @@ __device__ __forceinline__ double canonical_dot4(const float* __restrict__ a, co
   double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
   for (int q = 0; q < d / 4; ++q) {
     const float4 u = a4[q], v = b4[q];
-    s0 = fma(static_cast<double>(u.x), static_cast<double>(v.x), s0);
-    s1 = fma(static_cast<double>(u.y), static_cast<double>(v.y), s1);
-    s2 = fma(static_cast<double>(u.z), static_cast<double>(v.z), s2);
-    s3 = fma(static_cast<double>(u.w), static_cast<double>(v.w), s3);
+    s0 = fma(to_f64(u.x), to_f64(v.x), s0);
+    s1 = fma(to_f64(u.y), to_f64(v.y), s1);
+    s2 = fma(to_f64(u.z), to_f64(v.z), s2);
+    s3 = fma(to_f64(u.w), to_f64(v.w), s3);
   }
   return (s0 + s1) + (s2 + s3);
 }

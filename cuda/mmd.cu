@@ -19,9 +19,9 @@ __device__ void center_rows(T* __restrict__ a, i64 n, int d, const double* __res
   T* r = a + row * d;
   double s = 0.0;
   for (int k = lane; k < d; k += 32) {
-    const T v = static_cast<T>(static_cast<double>(r[k]) - shift[k]);
+    const T v = fastsas::from_f64<T>(fastsas::to_f64(r[k]) - shift[k]);
     r[k] = v;
-    s = fma(static_cast<double>(v), static_cast<double>(v), s);
+    s = fma(fastsas::to_f64(v), fastsas::to_f64(v), s);
   }
   for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
   if (lane == 0) sq[row] = s;

@@ -26,9 +26,9 @@ __device__ void shift_rows(const T* __restrict__ x, i64 ldx, const T* __restrict
   T* zr = z + row * 2 * static_cast<i64>(d);
   double nx = 0.0, ny = 0.0, xy = 0.0;
   for (int k = lane; k < d; k += 32) {
-    const double xv = static_cast<double>(xr[k]), yv = static_cast<double>(yr[k]);
-    zr[k] = static_cast<T>(xv - pilot[k]);
-    zr[d + k] = static_cast<T>(yv - pilot[d + k]);
+    const double xv = fastsas::to_f64(xr[k]), yv = fastsas::to_f64(yr[k]);
+    zr[k] = fastsas::from_f64<T>(xv - pilot[k]);
+    zr[d + k] = fastsas::from_f64<T>(yv - pilot[d + k]);
     nx = fma(xv, xv, nx);
     ny = fma(yv, yv, ny);
     xy = fma(xv, yv, xy);
@@ -71,8 +71,8 @@ __device__ void column_sums(const T* __restrict__ x, i64 ldx, const T* __restric
   const i64 ld = is_x ? ldx : ldy;
   const double* inv = is_x ? inv_x : inv_y;
   for (i64 r = r0; r < r1; ++r) {
-    s += static_cast<double>(z[r * w + c]);
-    if (track_unit) u = fma(static_cast<double>(side[r * ld]), inv[r], u);
+    s += fastsas::to_f64(z[r * w + c]);
+    if (track_unit) u = fma(fastsas::to_f64(side[r * ld]), inv[r], u);
   }
   part_sum[static_cast<i64>(blockIdx.y) * w + c] = s;
   part_unit[static_cast<i64>(blockIdx.y) * w + c] = u;

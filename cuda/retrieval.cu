@@ -51,8 +51,8 @@ __device__ void thresholds(const T* __restrict__ a, const T* __restrict__ b, int
   thr[i] = best;
   // Outward rounding twice (the double subtraction, then the float conversion), so the
   // float interval contains [t - band, t + band] exactly.
-  lo[i] = __double2float_rd(__dsub_rd(best, band));
-  hi[i] = __double2float_ru(__dadd_ru(best, band));
+  lo[i] = fastsas::to_f32_down(__dsub_rd(best, band));
+  hi[i] = fastsas::to_f32_up(__dadd_ru(best, band));
 }
 
 // ---------------------------------------------------------------------------- count

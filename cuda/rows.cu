@@ -35,7 +35,7 @@ __device__ void prepare_rows(const T* __restrict__ in, i64 ld, T* __restrict__ o
     __syncthreads();
     const int width = min(kCols, d - c0);
     for (int c = 0; c < width; ++c) {
-      const double v = static_cast<double>(slab[t][c]);
+      const double v = fastsas::to_f64(slab[t][c]);
       norm = fma(v, v, norm);
     }
     __syncthreads();
@@ -54,7 +54,7 @@ __device__ void prepare_rows(const T* __restrict__ in, i64 ld, T* __restrict__ o
       const i64 row = row0 + r;
       if (row < n && c0 + c < d) {
         const T v = in[row * ld + c0 + c];
-        out[row * d + c0 + c] = normalise ? static_cast<T>(static_cast<double>(v) * inv[r]) : v;
+        out[row * d + c0 + c] = normalise ? fastsas::from_f64<T>(fastsas::to_f64(v) * inv[r]) : v;
       }
     }
   }

@@ -61,6 +61,38 @@ def test_every_kernel_compiles_with_nvrtc(source, arch):
     assert cubin > 0
 
 
+def _ptx(source: str, name: str, options: tuple[str, ...]) -> str:
+    lib = ctypes.CDLL(NVRTC)
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None) == 0
+    opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+    try:
+        assert lib.nvrtcCompileProgram(prog, len(options), opts) == 0, f"NVRTC failed on {name}"
+        size = ctypes.c_size_t()
+        assert lib.nvrtcGetPTXSize(prog, ctypes.byref(size)) == 0
+        buf = ctypes.create_string_buffer(size.value)
+        assert lib.nvrtcGetPTX(prog, buf) == 0
+        return buf.value.decode()
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("source", ["rows.cu", "retrieval.cu", "moments.cu"])
+def test_conversions_keep_subnormals_under_cupy_ftz(source):
+    # CuPy appends -ftz=true to every RawModule compile; the float <-> double conversions that
+    # decide normalised rows, canonical similarities and thresholds must not become cvt.ftz
+    # (a subnormal float32 read as 0 where the CPU keeps it). fastsas_common.cuh's to_f64 /
+    # from_f64 are inline PTX for that reason.
+    import re
+
+    folder = _kernels.source_dir()
+    options = _kernels.nvrtc_options(folder) + ("-ftz=true", "--gpu-architecture=compute_90")
+    ptx = _ptx((folder / source).read_text(), source, options)
+    flushed = re.findall(r"cvt(?:\.\w+)*\.ftz(?:\.\w+)*\.(?:f64\.f32|f32\.f64)", ptx)
+    assert not flushed, f"{source}: {len(flushed)} flushing float/double conversions, e.g. {flushed[0]}"
+
+
 @needs_nvrtc
 def test_nvrtc_check_can_fail():
     # The harness reports errors: a broken kernel must not compile.
