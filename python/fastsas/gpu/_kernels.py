@@ -7,6 +7,7 @@ compile test (tests/test_gpu_compile.py), which runs on machines without a GPU.
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 
 # Kernel sources: cuda/ at the repository root (editable installs and the source tree), or
@@ -46,6 +47,11 @@ def _module(name: str, device_id: int):
 
     folder = source_dir()
     code = (folder / name).read_text()
+    # CuPy's on-disk kernel cache is keyed by this source text and the options only, never by
+    # the headers it includes: name the shared header's content here so that an edit to it
+    # recompiles every module instead of silently reusing stale binaries.
+    header = hashlib.sha256((folder / "fastsas_common.cuh").read_bytes()).hexdigest()
+    code += f"\n// fastsas_common.cuh sha256 {header}\n"
     with cupy.cuda.Device(device_id):
         return cupy.RawModule(code=code, options=nvrtc_options(folder), backend="nvrtc")
 
