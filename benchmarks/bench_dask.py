@@ -56,18 +56,22 @@ def run_dask(path: Path, what: str, client):
     return fsd.retrieval(path, client=client)
 
 
-def block_costs(path: Path, repeat: int) -> dict:
-    """Per-block costs measured in this process with one thread, as a task runs them."""
+def block_costs(path: Path, repeat: int, what: str) -> dict:
+    """Per-block costs measured in this process with one thread, as a task runs them: the
+    moments block and merge (what="moments") or one retrieval step (what="retrieval")."""
     from fastsas.dask import _block_moments, _count_step, _merge_moments
 
     store = EmbeddingStore.open(path)
     x, y = store.arrays()
     b = store.chunk_rows
     bx, by = np.array(x[:b]), np.array(y[:b])
-    state = _block_moments(bx, by, 0, True, 1)
-    out = {"block_rows": b, "d": store.dim, "state_bytes": len(state)}
-    out["moments_block_s"] = best_of(lambda: _block_moments(bx, by, 0, True, 1), repeat)
-    out["merge_s"] = best_of(lambda: _merge_moments(state, state), repeat)  # 2 states -> 1, bytes in and out
+    out = {"block_rows": b, "d": store.dim}
+    if what == "moments":
+        state = _block_moments(bx, by, 0, True, 1)
+        out["state_bytes"] = len(state)
+        out["moments_block_s"] = best_of(lambda: _block_moments(bx, by, 0, True, 1), repeat)
+        out["merge_s"] = best_of(lambda: _merge_moments(state, state), repeat)  # 2 states -> 1, bytes in and out
+        return out
     codes = np.arange(b, dtype=np.int32)
     thr = fs._core.retrieval_thresholds(bx, by, codes, codes)
     gal = np.array(y[b:2 * b]) if store.n >= 2 * b else by
@@ -158,8 +162,8 @@ def main() -> None:
     print(f"\nDask vs in process: moments worst relative difference {worst:.1e} (float32 input, bound 1e-6); "
           f"retrieval dicts identical: {ra == rb}")
 
-    costs = block_costs(stores["moments"], max(3, args.repeat))
-    rc = block_costs(stores["retrieval"], max(3, args.repeat))
+    costs = block_costs(stores["moments"], max(3, args.repeat), "moments")
+    rc = block_costs(stores["retrieval"], max(3, args.repeat), "retrieval")
     costs["retrieval_step_s"], costs["retrieval_block_rows"] = rc["retrieval_step_s"], rc["block_rows"]
     print(f"\nPer-block costs (one thread, this machine): moments block of {costs['block_rows']} rows "
           f"{costs['moments_block_s'] * 1e3:.1f} ms; merge of two partial states (from and to bytes) "

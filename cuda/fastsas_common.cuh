@@ -52,17 +52,11 @@ __device__ __forceinline__ float to_f32_up(double v) {
 // +infinity without math_constants.h (not on NVRTC's default include path).
 __device__ __forceinline__ double inf() { return __longlong_as_double(0x7ff0000000000000LL); }
 
-// The CPU engine's canonical similarity (cpp/src/retrieval.cpp, canonical_dot): exact
-// products of the two stored rows, summed in float64 in four interleaved lanes (lane l takes
-// k = l, l + 4, ...), the tail into lane 0, then (s0 + s1) + (s2 + s3). The CPU build
-// (GCC, C++, -march=native) contracts `s += a * b` into an FMA; for float rows the product
-// is exact in double, so fma(a, b, s) and s + a * b are the same number and the result is
-// bit-identical whatever either compiler does. For double rows it is NOT: the CPU build
-// (GCC -O3 -march=native, AVX-512) vectorises the main loop of canonical_dot<double> and of
-// pack_rows<double> with separate vmulpd + vaddsd (no fusion) and fuses only the remainder
-// iterations, so for float64 input the GPU's fma() values can differ from the CPU's in the
-// last bit and float64 ranks can differ at exact near-ties. Matching needs the CPU to write
-// std::fma explicitly (cpp/src/retrieval.cpp), after which this code is already right.
+// The CPU engine's canonical similarity (cpp/src/retrieval.cpp, canonical_dot): float64
+// fused multiply-adds of the two stored rows in four interleaved lanes (lane l takes
+// k = l, l + 4, ...), the tail into lane 0, then (s0 + s1) + (s2 + s3). Both sides write the
+// fma out (std::fma there, fma() here under --fmad=false), so the value does not depend on
+// either compiler's contraction choices: bit-identical for float32 and float64 rows.
 template <class T>
 __device__ __forceinline__ double canonical_dot(const T* __restrict__ a, const T* __restrict__ b, int d) {
   double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;

@@ -1,11 +1,10 @@
 // Row preparation: L2 normalisation bit-identical to the CPU engine's pack_rows
 // (cpp/src/retrieval.cpp), and the finiteness check the MMD needs.
 //
-// pack_rows computes, per row, norm = sum_j e_j * e_j in float64 *sequentially* (j = 0, 1,
-// ...), inv = 1 / sqrt(norm), and stores T(double(e_j) * inv). IEEE float64 sqrt, division
-// and multiplication are correctly rounded on both sides, and the sum is done here in the
-// same order (fma(e, e, s): exact for float rows, and the CPU build's contraction for
-// double rows), so the stored rows are the same bits. A sequential sum per row would read
+// pack_rows computes, per row, norm = fma(e_j, e_j, norm) in float64 *sequentially* (j = 0,
+// 1, ...), inv = 1 / sqrt(norm), and stores T(double(e_j) * inv). IEEE float64 fma, sqrt,
+// division and multiplication are correctly rounded on both sides, and the sum is done here
+// in the same order with the same fma, so the stored rows are the same bits. A sequential sum per row would read
 // memory badly, so a block first stages a 128-row x 32-column slab in shared memory with
 // coalesced loads; each thread then adds its own row's 32 values in column order.
 #include "fastsas_common.cuh"

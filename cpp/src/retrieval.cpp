@@ -82,7 +82,7 @@ std::vector<T> pack_rows(const MatrixView<T>& v, const char* input, bool normali
       for (Index j = 0; j < d; ++j) {
         const T e = v(r, j);
         o[j] = e;
-        norm += static_cast<double>(e) * static_cast<double>(e);
+        norm = std::fma(static_cast<double>(e), static_cast<double>(e), norm);  // see canonical_dot
       }
       // A NaN or Inf anywhere in the row makes its squared norm non-finite.
       if (!std::isfinite(norm) || (normalise && norm == 0.0)) {
@@ -107,19 +107,23 @@ template std::vector<double> pack_rows(const MatrixView<double>&, const char*, b
 
 namespace {
 
-// The canonical similarity: exact products, float64 sums in a fixed order. One compiled
-// copy (never inlined), so equal rows always give equal values.
+// The canonical similarity: float64 fused multiply-adds in a fixed order. One compiled copy
+// (never inlined), so equal rows always give equal values. The fma is written out because
+// whether `s += a * b` is contracted depends on the compiler, its flags (-march=native or
+// not) and even the loop part it vectorises; std::fma is one rounding everywhere, so the
+// CPU builds and the GPU kernels (cuda/fastsas_common.cuh) share one definition. For
+// float32 rows the product is exact in double, so nothing changes for them.
 template <class T>
 [[gnu::noinline]] double canonical_dot(const T* a, const T* b, Index d) {
   double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
   Index k = 0;
   for (; k + 4 <= d; k += 4) {
-    s0 += static_cast<double>(a[k]) * static_cast<double>(b[k]);
-    s1 += static_cast<double>(a[k + 1]) * static_cast<double>(b[k + 1]);
-    s2 += static_cast<double>(a[k + 2]) * static_cast<double>(b[k + 2]);
-    s3 += static_cast<double>(a[k + 3]) * static_cast<double>(b[k + 3]);
+    s0 = std::fma(static_cast<double>(a[k]), static_cast<double>(b[k]), s0);
+    s1 = std::fma(static_cast<double>(a[k + 1]), static_cast<double>(b[k + 1]), s1);
+    s2 = std::fma(static_cast<double>(a[k + 2]), static_cast<double>(b[k + 2]), s2);
+    s3 = std::fma(static_cast<double>(a[k + 3]), static_cast<double>(b[k + 3]), s3);
   }
-  for (; k < d; ++k) s0 += static_cast<double>(a[k]) * static_cast<double>(b[k]);
+  for (; k < d; ++k) s0 = std::fma(static_cast<double>(a[k]), static_cast<double>(b[k]), s0);
   return (s0 + s1) + (s2 + s3);
 }
 

@@ -128,6 +128,12 @@ def retrieval(
     True
     """
     kind = resolve_backend(backend, images, texts)
+    if kind == "cuda" and backend == "auto" and return_topk:
+        # Top-k lists are a CPU feature: "auto" keeps host inputs on the CPU for them.
+        from fastsas.gpu._arrays import is_device_array
+
+        if not (is_device_array(images) or is_device_array(texts)):
+            kind = "cpu"
     if kind == "cuda":
         from fastsas.gpu._arrays import is_device_array
         from fastsas.gpu.moments import device_pair
