@@ -258,3 +258,21 @@ def test_arguments_are_checked(client):
         fsd.audit_source((x, y), workers=0)
     with pytest.raises(FileNotFoundError, match="no such embedding store"):
         fsd.moments(str(shutil.os.devnull) + "-nothing-here")
+
+
+def test_retrieval_steps_share_each_blocks_codes():
+    """A (query block, gallery block) step refers to its blocks' codes by key: a copy in every
+    step made the graph (and its hashing) grow as blocks x n."""
+    import pickle
+
+    x = np.random.default_rng(11).standard_normal((4000, 4)).astype(np.float32)
+    ix, iy, _ = fsd._inputs(x, x, 1000, paired=False)
+    codes = np.arange(4000, dtype=np.int32)
+    image_ranks, text_ranks = fsd._retrieval_ranks(ix, iy, codes, codes, 8, 1)
+    graph = {}
+    for obj in image_ranks + text_ranks:
+        graph.update(dict(obj.__dask_graph__()))
+    steps = [task for key, task in graph.items() if "_count_step" in str(key)]
+    assert len(steps) == 16
+    # 1000 int32 codes of each side would be 8000 bytes; the keys are a few dozen
+    assert max(len(pickle.dumps(task, protocol=5)) for task in steps) < 4000

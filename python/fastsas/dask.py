@@ -363,13 +363,16 @@ def _retrieval_ranks(x: Any, y: Any, icodes: np.ndarray, tcodes: np.ndarray, spl
     tthr = _side_thresholds(y, x, tcodes, icodes, dtype, ("texts", "images"), threads)
     xo, yo = _offsets(x.chunks[0]), _offsets(y.chunks[0])
     xb, yb = _blocks(x), _blocks(y)
+    # Each block's codes are one graph key that every step of it reads: embedded in the
+    # steps, they would be copied (and hashed) once per block pair, blocks x n in all.
+    xc = [dask.delayed(icodes[xo[a]:xo[a + 1]].copy(), pure=True) for a in range(len(xb))]
+    yc = [dask.delayed(tcodes[yo[b]:yo[b + 1]].copy(), pure=True) for b in range(len(yb))]
     step = dask.delayed(_count_step, pure=True, nout=2)
     image_ranks, text_parts = [], [[] for _ in yb]
     for a, block in enumerate(xb):
         counts = None
-        ca = icodes[xo[a]:xo[a + 1]]
         for b, gallery in enumerate(yb):
-            counts, text_counts = step(counts, block, gallery, ca, tcodes[yo[b]:yo[b + 1]], ithr[a], tthr[b], dtype,
+            counts, text_counts = step(counts, block, gallery, xc[a], yc[b], ithr[a], tthr[b], dtype,
                                        (int(xo[a]), int(yo[b])), threads)
             text_parts[b].append(text_counts)
         image_ranks.append(dask.delayed(_ranks, pure=True)(counts, ithr[a]))
