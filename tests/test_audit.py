@@ -194,3 +194,39 @@ def test_subgroup_intervals_match_a_jackknife_of_the_subgroup_alone(data):
     capped = fs.audit(x, y, groups=groups, retrieval="none", max_cell_bytes=1)
     assert all("uncertainty" not in g for g in capped.groups)
     assert capped.groups[0]["alignment"]["sas_i2t"] == pytest.approx(r.groups[0]["alignment"]["sas_i2t"], rel=1e-10)
+
+
+def test_audit_state_byte_form_round_trips_and_refuses_bad_blobs():
+    import struct
+
+    from fastsas.audit import AuditPlan, AuditState
+
+    x, y = fs.synthetic.paired_embeddings(600, 12, seed=21, dtype=np.float64)
+    plan = AuditPlan(600, 12, groups=np.arange(600) % 3, jackknife_blocks=5)
+    parts = []
+    for s, e in ((0, 250), (250, 600)):
+        st = plan.new_state()
+        st.accumulate(x[s:e], y[s:e], plan.codes(s, e), 1, offset=s)
+        parts.append(st.to_bytes())
+    merged = AuditState.from_bytes(parts[0]).merge(AuditState.from_bytes(parts[1]))
+    assert merged.count == 600
+    whole = plan.new_state()
+    whole.accumulate(x, y, plan.codes(0, 600), 1)
+    for part in ("blocks", "cells"):
+        for got, want in zip(merged.states(part), whole.states(part)):
+            assert got.count == want.count
+    blob = merged.to_bytes()
+    assert AuditState.from_bytes(blob).to_bytes() == blob
+    with pytest.raises(ValueError, match="truncated"):
+        AuditState.from_bytes(blob[:-5])
+    with pytest.raises(ValueError, match="truncated: 10 bytes"):
+        AuditState.from_bytes(blob[:10])
+    with pytest.raises(ValueError, match="bad magic"):
+        AuditState.from_bytes(b"XXXXXXX" + blob[7:])
+    with pytest.raises(ValueError, match="version 2 .* reads version 1"):
+        AuditState.from_bytes(blob[:7] + bytes([2]) + blob[8:])
+    # A header whose dim disagrees with the states it carries, or no dim at all
+    with pytest.raises(ValueError, match="corrupt: a blocks state of dim 12 .* state of dim 9"):
+        AuditState.from_bytes(blob[:8] + struct.pack("<q", 9) + blob[16:])
+    with pytest.raises(ValueError, match="corrupt: dim -1"):
+        AuditState.from_bytes(blob[:8] + struct.pack("<q", -1) + blob[16:])

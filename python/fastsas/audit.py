@@ -459,13 +459,18 @@ class AuditState:
     def from_bytes(cls, data: bytes) -> "AuditState":
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        data = memoryview(data)
-        if len(data) < _STATE_HEADER.size or bytes(data[:7]) != _STATE_MAGIC:
+        data = memoryview(data).cast("B")
+        if bytes(data[:7]) != _STATE_MAGIC[:len(data)] or not len(data):
             raise ValueError("data is not a fastsas audit state byte form (bad magic)")
+        if len(data) < _STATE_HEADER.size:
+            raise ValueError(f"audit state byte form is truncated: {len(data)} bytes, shorter than its "
+                             f"{_STATE_HEADER.size}-byte header")
         _, version, dim, parts = _STATE_HEADER.unpack_from(data)
         if version != _STATE_VERSION or parts != len(_PARTS):
             raise ValueError(f"audit state byte form version {version} with {parts} parts is not supported "
                              f"(this fastsas reads version {_STATE_VERSION})")
+        if dim < 1:
+            raise ValueError(f"audit state byte form is corrupt: dim {dim} in its header")
         pos = _STATE_HEADER.size
         lists: dict[str, list] = {}
 
@@ -483,7 +488,14 @@ class AuditState:
                 size = read_q()
                 if size < 0 or pos + size > len(data):
                     raise ValueError("audit state byte form is truncated")
-                states.append(Moments.from_bytes(data[pos:pos + size])._core if size else _core.Moments(dim, True))
+                if size:
+                    m = Moments.from_bytes(data[pos:pos + size])
+                    if m.dim != dim or not m.tracks_unit_rows:
+                        raise ValueError(f"audit state byte form is corrupt: a {part} state of dim {m.dim} "
+                                         f"(unit rows tracked: {m.tracks_unit_rows}) in a state of dim {dim}")
+                    states.append(m._core)
+                else:
+                    states.append(_core.Moments(dim, True))
                 pos += size
             lists[part] = states
         if pos != len(data):
