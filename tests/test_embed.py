@@ -224,6 +224,58 @@ def test_dicom_voi_functions_and_lut(tmp_path):
     assert np.array_equal(got, want)  # scaled by the LUT's own range, not the descriptor's 16 bits
 
 
+def test_dicom_lut_data_as_ow_empty_elements_and_colour(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    px = tm.dicom_pixels(8)
+    # LUT Data stored with VR OW (bytes), as many writers do: same display as with US.
+    path = tm.write_dicom(tmp_path / "ow.dcm", px)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    lut = (np.arange(1024) * 50).astype(np.uint16)  # first mapped value 1000, saturates above 2023
+    item.add_new(0x00283002, "US", [1024, 1000, 16])
+    item.add_new(0x00283006, "OW", lut.tobytes())
+    ds.VOILUTSequence = [item]
+    ds.save_as(path)
+    got = read_dicom(path).frames[0][:, :, 0]
+    want = np.rint(lut[np.clip(px.astype(int) - 1000, 0, 1023)] / lut.max() * 255).astype(np.uint8)
+    assert np.array_equal(got, want)
+
+    # Empty Window Center/Width and Rescale Slope/Intercept count as absent: min..max display.
+    path = tm.write_dicom(tmp_path / "empty.dcm", px)
+    ds = pydicom.dcmread(path)
+    for tag in (0x00281050, 0x00281051, 0x00281052, 0x00281053):
+        ds.add_new(tag, "DS", None)
+    ds.save_as(path)
+    assert np.array_equal(read_dicom(path).frames[0], _expected_display(px))
+
+    # PALETTE COLOR through its LUTs (16-bit entries to 8 bits); YBR_FULL converted to RGB.
+    path = tm.write_dicom(tmp_path / "pal.dcm", px)
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "PALETTE COLOR", 8, 8, 7
+    idx = (px >> 4).astype(np.uint8)
+    ds.PixelData = idx.tobytes()
+    ramps = {"Red": np.arange(256) * 257, "Green": 65535 - np.arange(256) * 257, "Blue": np.full(256, 32896)}
+    for k, (c, ramp) in enumerate(ramps.items()):
+        ds.add_new(0x00281101 + k, "US", [256, 0, 16])
+        ds.add_new(0x00281201 + k, "OW", ramp.astype(np.uint16).tobytes())
+    ds.save_as(path)
+    rgb = read_dicom(path).frames[0]
+    assert np.array_equal(rgb[..., 0], idx) and np.array_equal(rgb[..., 1], 255 - idx)
+    assert np.all(rgb[..., 2] == 128)
+
+    ds = pydicom.dcmread(tm.write_dicom(tmp_path / "ybr.dcm", px))
+    ycc = np.zeros(px.shape + (3,), np.uint8)
+    ycc[..., 0], ycc[..., 1], ycc[..., 2] = 76, 85, 255  # pure red in YCbCr (full range)
+    ds.PhotometricInterpretation, ds.SamplesPerPixel, ds.PlanarConfiguration = "YBR_FULL", 3, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = ycc.tobytes()
+    ds.save_as(tmp_path / "ybr.dcm")
+    red = read_dicom(tmp_path / "ybr.dcm").frames[0]
+    assert red.shape == px.shape + (3,) and np.all(red[..., 0] >= 253) and np.all(red[..., 1:] <= 2)
+
+
 def test_dicom_archive_embeds_like_the_model_and_keeps_tags(models, tmp_path):
     images = tmp_path / "dicom"
     stack = tm.dicom_pixels(7, frames=2)

@@ -12,7 +12,8 @@
 
 Enhanced multi-frame objects keep rescale and window per frame in their functional groups
 (shared, then per frame); those are used when the top level has none. Colour images
-(RGB, YBR) skip steps 2-4 and are scaled to 8 bits by their bit depth.
+(RGB, YBR: converted to RGB by pydicom) skip steps 2-4 and are scaled to 8 bits by their
+bit depth; PALETTE COLOR goes through its colour LUTs.
 """
 from __future__ import annotations
 
@@ -104,12 +105,19 @@ def _frame_groups(ds, index: int) -> list:
     return out
 
 
+def _present(item, keyword: str) -> bool:
+    """The element is there with a value (an empty Window Center or Rescale Slope, which
+    writers leave behind, counts as absent rather than failing the file)."""
+    value = item.get(keyword)
+    return value is not None and value != "" and not (hasattr(value, "__len__") and len(value) == 0)
+
+
 def _find(ds, index: int, sequence: str, keywords: tuple[str, ...]):
     """The first dataset (top level, else a functional group's `sequence` item) that has
-    every keyword."""
+    every keyword with a value."""
     for group in _frame_groups(ds, index):
         item = group if group is ds else (group.get(sequence) or [None])[0]
-        if item is not None and all(k in item for k in keywords):
+        if item is not None and all(_present(item, k) for k in keywords):
             return item
     return None
 
@@ -132,7 +140,11 @@ def _voi(values: np.ndarray, stored: np.ndarray, ds, index: int) -> np.ndarray:
         # The LUT is indexed by the modality output; integer input as the LUT expects.
         lut_in = np.rint(values).astype(np.int64) if not np.issubdtype(stored.dtype, np.floating) else values
         out = apply_voi(lut_in, ds, index=0).astype(np.float64)
-        lut = np.asarray(ds.VOILUTSequence[0].LUTData, dtype=np.float64)
+        # The LUT's entries as pydicom reads them (LUT Data may be US or OW bytes): the
+        # LUT applied to every input it maps, first mapped value onwards.
+        entries, first = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor[:2])
+        lut = apply_voi(np.arange(first, first + (entries or 65536), dtype=np.int64), ds, index=0)
+        lut = np.asarray(lut, dtype=np.float64)
         # Scaled by the LUT's own entries: descriptors often claim 16 bits for a 12-bit LUT.
         lo, hi = float(lut.min()), float(lut.max())
         return np.zeros_like(out) if hi <= lo else (out - lo) / (hi - lo)
@@ -146,6 +158,18 @@ def _voi(values: np.ndarray, stored: np.ndarray, ds, index: int) -> np.ndarray:
 def _to_rgb8(y: np.ndarray) -> np.ndarray:
     gray = np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _palette_to_rgb8(frame: np.ndarray, ds) -> np.ndarray:
+    """PALETTE COLOR through its red/green/blue LUTs (PS3.3 C.7.6.3.1.5), scaled by the
+    LUTs' bit depth (the descriptor's third value) to 8 bits."""
+    from pydicom.pixels import apply_color_lut
+
+    rgb = apply_color_lut(frame, ds)
+    bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    if bits <= 8:
+        return np.ascontiguousarray(rgb.astype(np.uint8))
+    return np.rint(rgb.astype(np.float64) * (255.0 / (2 ** bits - 1))).astype(np.uint8)
 
 
 def _colour_to_rgb8(frame: np.ndarray, ds) -> np.ndarray:
@@ -183,6 +207,9 @@ def read_dicom(path: str | os.PathLike, frames: str = "first",
     for i, stored in enumerate(stack):
         if samples > 1:
             out.append(_colour_to_rgb8(stored, ds))
+            continue
+        if photometric == "PALETTE COLOR":
+            out.append(_palette_to_rgb8(stored, ds))
             continue
         y = _voi(_modality(stored, ds, i), stored, ds, i)
         if photometric == "MONOCHROME1":
