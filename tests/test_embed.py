@@ -313,6 +313,16 @@ def test_image_id_from_the_dicom_header(clip_encoder, tmp_path):
         ("3.dcm", "ValueError: the DICOM header has no AccessionNumber (--image-id dicom:AccessionNumber)")]
 
 
+def test_stem_ids_keep_every_dot_before_the_image_suffix():
+    from fastsas.embedding.pipeline import _id_of
+
+    keys = ["s/1.2.840.113619.2.55.3.dcm", "s/1.2.840.113619.2.55.4.DCM", "s/IM.0001", "s/IM.0002",
+            "s/patient_v1.2.png", "s/x.tiff", "noext", "s/.png"]
+    assert [_id_of(k, "stem") for k in keys] == [
+        "1.2.840.113619.2.55.3", "1.2.840.113619.2.55.4", "IM.0001", "IM.0002", "patient_v1.2", "x", "noext",
+        ".png"]
+
+
 def test_images_from_a_listing(clip_encoder, archive, tmp_path):
     keys = sorted(archive["files"])[:5]
     listing = tmp_path / "listing.csv"

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from fastsas.embedding.dicom import DEFAULT_TAGS, NoPixelDataError, read_dicom
-from fastsas.embedding.images import image_kind, read_image
+from fastsas.embedding.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, image_kind, read_image
 from fastsas.embedding.texts import read_texts
 
 __all__ = ["EmbedResult", "Skipped", "embed", "list_images"]
@@ -43,6 +43,7 @@ __all__ = ["EmbedResult", "Skipped", "embed", "list_images"]
 JOB_KEY = "fastsas.embed"  # the job's options, kept as JSON in the store manifest's notes
 SKIP_LOG = "skipped.csv"
 IMAGE_COLUMN, FRAME_COLUMN = "image", "frame"
+_ID_SUFFIXES = frozenset(IMAGE_SUFFIXES + DICOM_SUFFIXES + (".ima",))  # removed by image_id="stem"
 _TEXT_CACHE = 65536  # text embeddings kept for ids that may come again (several images per study)
 
 
@@ -93,8 +94,11 @@ class ImageItem:
 def _id_of(key: str, image_id: str) -> str | None:
     parts = key.split("/")
     if image_id == "stem":
+        # Only the image suffix goes: DICOM files are often named by their UID
+        # (1.2.840....dcm) or numbered (IM.0001), and every dot before it is part of the id.
         name = parts[-1]
-        return name[:name.index(".")] if "." in name[1:] else name
+        stem, dot, suffix = name.rpartition(".")
+        return stem if dot and stem and "." + suffix.lower() in _ID_SUFFIXES else name
     if image_id == "parent":
         return parts[-2] if len(parts) > 1 else ""
     return None  # dicom:<Keyword>
