@@ -438,9 +438,11 @@ def test_interrupted_job_resumes_without_reembedding(models, archive, tmp_path, 
     assert seen["rows"] == done.rows_embedded == done.texts_embedded == 0 and done.rows == n
 
 
-def test_crashed_process_resumes_from_the_last_committed_chunk(models, archive, tmp_path):
+@pytest.mark.parametrize("die_at_call, committed", [(3, 4), (5, 8)])
+def test_crashed_process_resumes_from_the_last_committed_chunk(models, archive, tmp_path, die_at_call, committed):
     """A process killed outright (no cleanup) keeps its committed chunks; the re-run embeds
-    only the rest, frames of a split multi-frame file included."""
+    only the rest, frames of a split multi-frame file included (die_at_call=5: s5.dcm's
+    frames 0-2 are in the committed chunks, frame 3 was only buffered)."""
     images = tmp_path / "images"
     for i in range(5):
         tm.save_image(images / f"s{i}.png", i)
@@ -454,7 +456,7 @@ def test_crashed_process_resumes_from_the_last_committed_chunk(models, archive, 
         calls = []
         original = enc.encode_images
         def dying(inputs):
-            if len(calls) == 3:  # 7 rows appended, 4 of them committed (chunk_rows=4)
+            if len(calls) == {die_at_call}:  # 2 rows per call; chunk_rows=4 commits every 4th row
                 os._exit(17)
             calls.append(1)
             return original(inputs)
@@ -465,10 +467,10 @@ def test_crashed_process_resumes_from_the_last_committed_chunk(models, archive, 
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 17, proc.stderr
     manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
-    assert manifest["n"] == 4 and not manifest["complete"]
+    assert manifest["n"] == committed and not manifest["complete"]
     enc = load_model(models["clip"], device="cpu")
     again = _run(enc, images, texts, tmp_path / "store", frames="all", batch_size=2, chunk_rows=4)
-    assert again.rows == 10 and again.rows_embedded == 6
+    assert again.rows == 10 and again.rows_embedded == 10 - committed
     meta = open_source(tmp_path / "store").metadata()
     assert [(i, f) for i, f in zip(meta["image"], meta["frame"])] == [
         ("s0.png", 0), ("s1.png", 0), ("s2.png", 0), ("s3.png", 0), ("s4.png", 0),
