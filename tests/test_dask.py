@@ -195,6 +195,29 @@ def test_cli_audit_on_local_workers_equals_in_process(demo, tmp_path):
     _close(got["alignment"], want["alignment"], 1.0, 1e-6)
 
 
+def test_retrieval_from_a_store_reads_blocks_inside_each_step(tmp_path, monkeypatch):
+    """From a store, every (query block, gallery block) step reads its own two blocks, so no
+    block of the archive is held in cluster memory between steps; ranks stay identical."""
+    import dask
+
+    x, y = fs.synthetic.paired_embeddings(2500, 16, seed=5)
+    path = tmp_path / "archive"
+    EmbeddingStore.build(path, {"images": x, "texts": y}, chunk_rows=1000).close()
+    xs, ys, store = fsd.open_store(path)
+    reads = []
+    original = fsd._StoreRows.read
+    monkeypatch.setattr(fsd._StoreRows, "read", lambda self: reads.append((self.name, self.start)) or original(self))
+    codes = np.arange(2500, dtype=np.int32)
+    image_ranks, text_ranks = fsd._retrieval_ranks(xs, ys, codes, codes, 8, 1, store)
+    done = dask.compute(*(image_ranks + text_ranks), scheduler="sync")
+    want = fs.retrieval(x, y, return_ranks=True)
+    assert np.array_equal(np.concatenate(done[:3]), want["i2t_ranks"])
+    assert np.array_equal(np.concatenate(done[3:]), want["t2i_ranks"])
+    steps = 3 * 3  # blocks of 1000, 1000, 500 rows on each side
+    assert len(reads) == 2 * steps
+    assert sorted(set(reads)) == [(name, s) for name in ("images", "texts") for s in (0, 1000, 2000)]
+
+
 def test_store_with_missing_chunks_names_them(client, tmp_path):
     x, y = fs.synthetic.paired_embeddings(2000, 12, seed=8)
     path = tmp_path / "store"

@@ -32,6 +32,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from pathlib import Path
@@ -217,6 +218,41 @@ def _inputs(images: Any, texts: Any, block_rows: int | None, paired: bool) -> tu
     return x, y, store
 
 
+class _StoreRows:
+    """Rows [start, stop) of one array of an embedding store, read by the task that uses
+    them. A retrieval step that reads its own blocks keeps nothing of the archive alive
+    between steps: as Dask blocks, every gallery block would stay in cluster memory until
+    the last query block has streamed past it (the whole gallery, in practice)."""
+
+    def __init__(self, path: Path, name: str, start: int, stop: int):
+        self.path, self.name, self.start, self.stop = str(path), name, int(start), int(stop)
+
+    def read(self) -> np.ndarray:
+        return np.asarray(_open_zarr(self.path, self.name)[self.start:self.stop])
+
+    def __repr__(self) -> str:  # Dask names tasks by their arguments
+        return f"_StoreRows({self.path!r}, {self.name!r}, {self.start}, {self.stop})"
+
+
+@functools.lru_cache(maxsize=16)
+def _open_zarr(path: str, name: str) -> Any:
+    import zarr
+
+    return zarr.open_array(str(Path(path) / name), mode="r")
+
+
+def _store_blocks(store: Any, arr: Any, name: str) -> list | None:
+    """Readers of `arr`'s row blocks when it is the store's own array, else None."""
+    if store is None:
+        return None
+    offsets = _offsets(arr.chunks[0])
+    return [_StoreRows(store.path, name, offsets[b], offsets[b + 1]) for b in range(len(offsets) - 1)]
+
+
+def _rows(block: Any) -> np.ndarray:
+    return block.read() if isinstance(block, _StoreRows) else block
+
+
 def _offsets(chunks: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(chunks)]).astype(np.int64)
 
@@ -302,8 +338,8 @@ def _count_step(image_counts: np.ndarray | None, x: np.ndarray, y: np.ndarray, i
     """One step of a query block's stream: add this gallery block's counts to the query
     block's running counts, and return the gallery block's reverse-direction counts."""
     try:
-        r = _core.retrieval_counts(_as_float(x, dtype), _as_float(y, dtype), icodes, tcodes, ithr, tthr,
-                                   threads=threads)
+        r = _core.retrieval_counts(_as_float(_rows(x), dtype), _as_float(_rows(y), dtype), icodes, tcodes, ithr,
+                                   tthr, threads=threads)
     except _core.BadRowsError as exc:
         raise rename_bad_rows(exc, {"x": "images", "y": "texts"},
                               offset=offsets[0] if exc.input == "x" else offsets[1]) from None
@@ -355,14 +391,16 @@ def _side_thresholds(q: Any, g: Any, qcodes: np.ndarray, gcodes: np.ndarray, dty
 
 
 def _retrieval_ranks(x: Any, y: Any, icodes: np.ndarray, tcodes: np.ndarray, split_every: int,
-                     threads: int) -> tuple[list, list]:
-    """Delayed rank arrays of every image block and every text block."""
+                     threads: int, store: Any = None) -> tuple[list, list]:
+    """Delayed rank arrays of every image block and every text block. With the `store` x and
+    y came from, each step reads its two blocks itself (_StoreRows)."""
     dask, _ = _dask()
     dtype = np.dtype(np.float32) if x.dtype == y.dtype == np.float32 else np.dtype(np.float64)
     ithr = _side_thresholds(x, y, icodes, tcodes, dtype, ("images", "texts"), threads)
     tthr = _side_thresholds(y, x, tcodes, icodes, dtype, ("texts", "images"), threads)
     xo, yo = _offsets(x.chunks[0]), _offsets(y.chunks[0])
-    xb, yb = _blocks(x), _blocks(y)
+    xb = _store_blocks(store, x, "images") or _blocks(x)
+    yb = _store_blocks(store, y, "texts") or _blocks(y)
     # Each block's codes are one graph key that every step of it reads: embedded in the
     # steps, they would be copied (and hashed) once per block pair, blocks x n in all.
     xc = [dask.delayed(icodes[xo[a]:xo[a + 1]].copy(), pure=True) for a in range(len(xb))]
@@ -409,21 +447,28 @@ def retrieval(images: Any, texts: Any = None, image_ids: Any = None, text_ids: A
     when ids are given), or `images` an embedding store path and `texts` None. Ids as in
     fs.retrieval (in memory: one small array per side). Work: one task per (image block,
     text block) pair, each one GEMM through the C++ engine; memory per task is one block of
-    each side. See fastsas.dask.moments for client, scheduler, block_rows, threads, progress.
+    each side (from a store path, each task reads its own blocks, so nothing of the archive
+    stays in cluster memory between tasks). See fastsas.dask.moments for client, scheduler,
+    block_rows, threads, progress.
     """
-    x, y, _ = _inputs(images, texts, block_rows, paired=False)
+    x, y, store = _inputs(images, texts, block_rows, paired=False)
+    return _retrieval_of(x, y, store, image_ids, text_ids, ks, return_ranks, client=client, scheduler=scheduler,
+                         split_every=split_every, threads=threads, progress=progress)
+
+
+def _retrieval_of(x: Any, y: Any, store: Any, image_ids: Any, text_ids: Any, ks: Sequence[int],
+                  return_ranks: bool, *, client: Any, scheduler: str | None = None, split_every: int,
+                  threads: int, progress: bool) -> dict[str, Any]:
+    """retrieval() on Dask arrays x, y (the arrays of `store` when it is not None)."""
     if x.shape[0] < 1 or y.shape[0] < 1:
         raise ValueError(f"images and texts need at least 1 row each, got {x.shape[0]} and {y.shape[0]}")
     icodes, tcodes = _retrieval_codes(image_ids, text_ids, x.shape[0], y.shape[0])
     ks = _check_ks(ks, x.shape[0], y.shape[0])
-    image_ranks, text_ranks = _retrieval_ranks(x, y, icodes, tcodes, split_every, int(threads))
+    image_ranks, text_ranks = _retrieval_ranks(x, y, icodes, tcodes, split_every, int(threads), store)
     with _client(client, scheduler) as c:
         done = _compute(c, image_ranks + text_ranks, progress)
     return rank_summary(np.concatenate(done[:len(image_ranks)]), np.concatenate(done[len(image_ranks):]), ks,
                         return_ranks)
-
-
-_retrieval = retrieval  # audit() has a parameter of that name
 
 
 # -- audit ------------------------------------------------------------------------------------------
@@ -453,7 +498,7 @@ def audit(images: Any, texts: Any = None, groups: Any = None, image_ids: Any = N
     in fastsas.dask.retrieval. Labels and ids are in memory (one small array each). See
     fs.audit for the options and fastsas.dask.moments for client ... progress."""
     dask, _ = _dask()
-    x, y, _ = _inputs(images, texts, block_rows, paired=True)
+    x, y, store = _inputs(images, texts, block_rows, paired=True)
     n, d = int(x.shape[0]), int(x.shape[1])
     if n < 2:
         raise ValueError(f"images and texts need at least 2 rows, got {n}")
@@ -470,9 +515,10 @@ def audit(images: Any, texts: Any = None, groups: Any = None, image_ids: Any = N
         (state,) = _compute(c, [total], progress)
 
         def retrieve(rows, ids_i, ids_t):
-            xs, ys = (x, y) if rows is None else (x[rows], y[rows])
-            return _retrieval(xs, ys, ids_i, ids_t, plan.ks, True, client=c, split_every=split_every,
-                              threads=threads, progress=progress)
+            # The whole gallery streams from the store's files; a subgroup's rows are gathered.
+            xs, ys, src = (x, y, store) if rows is None else (x[rows], y[rows], None)
+            return _retrieval_of(xs, ys, src, ids_i, ids_t, plan.ks, True, client=c, split_every=split_every,
+                                 threads=threads, progress=progress)
 
         # The jackknife's eigendecompositions run here, on the client, with its threads.
         return plan.finalize(AuditState.from_bytes(state), retrieve, resolve_threads(None),
