@@ -207,6 +207,8 @@ def test_dicom_voi_functions_and_lut(tmp_path):
     np.testing.assert_allclose(exact, [0.0, 0.0, 0.5, 1.0])
     with pytest.raises(ValueError, match="VOI LUT Function"):
         window(px, 1.0, 2.0, "CUBIC")
+    with pytest.raises(ValueError, match="Window Width must be > 0 for SIGMOID"):
+        window(px, 1.0, 0.0, "SIGMOID")
 
     import pydicom
     from pydicom.dataset import Dataset

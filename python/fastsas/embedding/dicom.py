@@ -71,6 +71,8 @@ def window(x: np.ndarray, center: float, width: float, function: str = "LINEAR")
     x = np.asarray(x, dtype=np.float64)
     function = (function or "LINEAR").strip().upper()
     if function == "SIGMOID":
+        if width <= 0:  # 0 divides by zero (NaN pixels, written as black)
+            raise ValueError(f"Window Width must be > 0 for SIGMOID, got {width}")
         return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
     if function == "LINEAR_EXACT":
         if width <= 0:
