@@ -96,11 +96,12 @@ def projection(c: dict, pairs: float, machines: int, cores: int, gbps: float, sp
         levels += 1
     pass_s = blocks * c["moments_block_s"] / slots
     level_s = split_every * s / bw + (split_every - 1) * c["merge_s"]
-    # retrieval: (pairs / b)^2 steps; each moves one gallery block (b x d float32) unless local,
-    # and returns counts only (2 b int64).
+    # retrieval: (pairs / b)^2 steps; each reads its query and gallery block (2 b x d float32)
+    # from shared storage, and returns counts only (2 b int64).
     steps = blocks ** 2
     ret_s = steps * c["retrieval_step_s"] / slots
-    gallery_bytes = steps * b * d * 4
+    read_bytes = steps * 2 * b * d * 4
+    machine_rate = cores * 2 * b * d * 4 / c["retrieval_step_s"]  # bytes/s one machine reads
     count_bytes = steps * 2 * b * 8
     lines = [
         f"Projection: {pairs:.0e} pairs, d={d}, {machines} machines x {cores} cores, {gbps:g} Gb/s per machine, "
@@ -114,10 +115,10 @@ def projection(c: dict, pairs: float, machines: int, cores: int, gbps: float, sp
         f"{bw / 1e9:.2f} GB/s + {split_every - 1} merges x {c['merge_s'] * 1e3:.1f} ms) = {levels * level_s:.3g} s;"
         f" then one eigendecomposition pair on the client.",
         f"- Exact retrieval: {steps:.2e} block steps x {c['retrieval_step_s']:.3f} s / {slots} cores = "
-        f"{ret_s / 3600:.0f} h of compute; gallery blocks moved: at most {gallery_bytes / 1e12:.0f} TB "
-        f"({gallery_bytes / (machines * bw) / 3600:.1f} h at the aggregate link rate, overlapping compute), "
-        f"counts returned: {count_bytes / 1e12:.2f} TB. Exact n^2 retrieval at this scale is a compute "
-        "budget question, not a network one.",
+        f"{ret_s / 3600:.0f} h of compute; each step reads its two blocks from shared storage: "
+        f"{read_bytes / 1e12:.0f} TB in all, {machine_rate * 8 / 1e9:.1f} Gb/s per machine while computing "
+        f"(of its {gbps:g} Gb/s link); counts returned: {count_bytes / 1e12:.2f} TB. Exact n^2 retrieval at "
+        "this scale is a compute budget question, not a network one.",
     ]
     return "\n".join(lines)
 
