@@ -218,6 +218,16 @@ def test_retrieval_from_a_store_reads_blocks_inside_each_step(tmp_path, monkeypa
     assert sorted(set(reads)) == [(name, s) for name in ("images", "texts") for s in (0, 1000, 2000)]
 
 
+def test_audit_merges_fewer_states_when_states_are_large():
+    """An audit state holds every accumulator's (2d)^2 moments (9.44 MB each at d = 768), so
+    merge tasks take fewer states as they grow, keeping a task near AUDIT_MERGE_BYTES (4 GiB)."""
+    assert fsd.AUDIT_MERGE_BYTES == 4 << 30
+    assert fsd._audit_split_every({"blocks": 20, "cells": 0, "periods": 0}, 768, 8) == 8  # 189 MB states
+    assert fsd._audit_split_every({"blocks": 60, "cells": 0, "periods": 0}, 768, 8) == 5  # 566 MB: 7 - 2
+    assert fsd._audit_split_every({"blocks": 20, "cells": 100, "periods": 0}, 768, 8) == 2  # 1.1 GB
+    assert fsd._audit_split_every({"blocks": 20, "cells": 0, "periods": 0}, 64, 3) == 3
+
+
 def test_store_with_missing_chunks_names_them(client, tmp_path):
     x, y = fs.synthetic.paired_embeddings(2000, 12, seed=8)
     path = tmp_path / "store"

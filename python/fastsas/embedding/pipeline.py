@@ -213,8 +213,10 @@ def _collate(batch: list) -> list:
 def _loader(dataset: ImageDataset, files_per_batch: int, workers: int):
     from torch.utils.data import DataLoader
 
+    # Two batches ahead per worker keep the model fed; a batch holds every frame of its files,
+    # so a deeper prefetch multiplies the memory of large multi-frame DICOMs.
     return DataLoader(dataset, batch_size=files_per_batch, shuffle=False, num_workers=workers,
-                      collate_fn=_collate, prefetch_factor=4 if workers else None,
+                      collate_fn=_collate, prefetch_factor=2 if workers else None,
                       persistent_workers=False)
 
 
