@@ -177,6 +177,7 @@ def test_html_shows_the_key_parts(written, audit):
         assert f"<td>{html.escape(m['id'])}</td>" in page
     assert "<th>study_id</th>" in page
     assert fs.__version__ in page and fs.DEFINITIONS_VERSION in page and written["fingerprint"] in page
+    assert "<td>computed on</td><td>moments: cpu, retrieval: cpu</td>" in page
     for section in ("summary", "spectrum", "subgroups", "retrieval", "drift", "gap", "mismatches", "metrics",
                     "provenance"):
         assert f'<section id="{section}">' in page, section

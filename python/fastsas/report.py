@@ -893,6 +893,8 @@ def _html_page(F: _Figures, d: Mapping, gap: Mapping | None, meta: Mapping, show
             ["definitions version", meta["definitions_version"]],
             ["input fingerprint", _Html(f"<code>{_e(meta['input_fingerprint'] or 'not given')}</code>")],
             ["pairs", d["n"]], ["dimension", d["dim"]], ["q (top fraction of modes)", d["topq"]]]
+    if isinstance(d.get("backend"), Mapping):  # which engine computed what (cpu, cuda, dask)
+        prov.append(["computed on", ", ".join(f"{k}: {v}" for k, v in d["backend"].items())])
     for key, value in (extra_context or {}).items():
         text = value if isinstance(value, str) else json.dumps(_jsonable(value), ensure_ascii=False)
         prov.append([str(key), text])
