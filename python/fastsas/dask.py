@@ -44,7 +44,7 @@ from fastsas import _core
 from fastsas._validate import as_pair, check_topq, rename_bad_rows, resolve_threads
 from fastsas.audit import AuditPlan, AuditResult, AuditState
 from fastsas.moments import Moments
-from fastsas.retrieval import _check_ks, _codes, rank_summary
+from fastsas.retrieval import _check_ks, ground_truth_codes, rank_summary
 
 __all__ = ["alignment", "audit", "audit_source", "moments", "open_store", "retrieval"]
 
@@ -272,11 +272,15 @@ def _block_moments(x: np.ndarray, y: np.ndarray, offset: int, track_unit_rows: b
     return m.to_bytes()
 
 
-def _merge_moments(*parts: bytes) -> bytes:
-    out = Moments.from_bytes(parts[0])
+def _merge_states(kind: Any, *parts: bytes) -> bytes:
+    """Merge partial states in their byte form (kind: Moments or AuditState)."""
+    out = kind.from_bytes(parts[0])
     for p in parts[1:]:
-        out.merge(Moments.from_bytes(p))
+        out.merge(kind.from_bytes(p))
     return out.to_bytes()
+
+
+_merge_moments = functools.partial(_merge_states, Moments)
 
 
 def moments(images: Any, texts: Any = None, *, client: Any = None, scheduler: str | None = None,
@@ -421,19 +425,11 @@ def _retrieval_ranks(x: Any, y: Any, icodes: np.ndarray, tcodes: np.ndarray, spl
 
 
 def _retrieval_codes(image_ids: Any, text_ids: Any, n_images: int, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
-    if (image_ids is None) != (text_ids is None):
-        given = "image_ids" if image_ids is not None else "text_ids"
-        missing = "text_ids" if image_ids is not None else "image_ids"
-        raise ValueError(f"{given} was given but {missing} was not: give both id arrays, or neither")
-    if image_ids is None:
-        if n_images != n_texts:
-            raise ValueError(f"images and texts have {n_images} and {n_texts} rows: without image_ids / text_ids "
-                             "row i of images matches row i of texts, so give ids when the counts differ")
-        codes = np.arange(n_images, dtype=np.int32)
-        return codes, codes
-    icodes, tcodes = _codes(image_ids, text_ids, n_images, n_texts)
-    if not np.isin(icodes, tcodes).any():
-        raise ValueError("no image id equals any text id (image_ids vs text_ids): nothing to retrieve")
+    """fs.retrieval's checked id codes; the default ground truth as explicit codes 0..n-1 (the
+    block steps index their match tables by code)."""
+    icodes, tcodes = ground_truth_codes(image_ids, text_ids, n_images, n_texts)
+    if icodes is None:
+        icodes = tcodes = np.arange(n_images, dtype=np.int32)
     return icodes, tcodes
 
 
@@ -492,11 +488,7 @@ def _audit_split_every(sizes: dict, dim: int, split_every: int) -> int:
     return max(2, min(split_every, AUDIT_MERGE_BYTES // state_bytes - 2))
 
 
-def _merge_audit(*parts: bytes) -> bytes:
-    out = AuditState.from_bytes(parts[0])
-    for p in parts[1:]:
-        out.merge(AuditState.from_bytes(p))
-    return out.to_bytes()
+_merge_audit = functools.partial(_merge_states, AuditState)
 
 
 def audit(images: Any, texts: Any = None, groups: Any = None, image_ids: Any = None, text_ids: Any = None,

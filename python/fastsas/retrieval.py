@@ -70,6 +70,27 @@ def _check_tile(tile: Any) -> tuple[int, int]:
     return rows, cols
 
 
+def ground_truth_codes(image_ids: Any, text_ids: Any, n_images: int,
+                       n_texts: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The checked id codes of both sides (see _codes), or (None, None) for the default
+    ground truth row i <-> row i. Shared by fs.retrieval and fastsas.dask."""
+    if (image_ids is None) != (text_ids is None):
+        given = "image_ids" if image_ids is not None else "text_ids"
+        missing = "text_ids" if image_ids is not None else "image_ids"
+        raise ValueError(f"{given} was given but {missing} was not: give both id arrays, or neither")
+    if image_ids is None:
+        if n_images != n_texts:
+            raise ValueError(
+                f"images and texts have {n_images} and {n_texts} rows: without image_ids / text_ids "
+                "row i of images matches row i of texts, so give ids when the counts differ"
+            )
+        return None, None
+    icodes, tcodes = _codes(image_ids, text_ids, n_images, n_texts)
+    if not np.isin(icodes, tcodes).any():
+        raise ValueError("no image id equals any text id (image_ids vs text_ids): nothing to retrieve")
+    return icodes, tcodes
+
+
 def retrieval(
     images: Any,
     texts: Any,
@@ -154,21 +175,7 @@ def retrieval(
         x = x.astype(np.float64, copy=False)
         y = y.astype(np.float64, copy=False)
     n_images, n_texts = int(x.shape[0]), int(y.shape[0])
-    if (image_ids is None) != (text_ids is None):
-        given = "image_ids" if image_ids is not None else "text_ids"
-        missing = "text_ids" if image_ids is not None else "image_ids"
-        raise ValueError(f"{given} was given but {missing} was not: give both id arrays, or neither")
-    if image_ids is None:
-        if n_images != n_texts:
-            raise ValueError(
-                f"images and texts have {n_images} and {n_texts} rows: without image_ids / text_ids "
-                "row i of images matches row i of texts, so give ids when the counts differ"
-            )
-        icodes = tcodes = None
-    else:
-        icodes, tcodes = _codes(image_ids, text_ids, n_images, n_texts)
-        if not np.isin(icodes, tcodes).any():
-            raise ValueError("no image id equals any text id (image_ids vs text_ids): nothing to retrieve")
+    icodes, tcodes = ground_truth_codes(image_ids, text_ids, n_images, n_texts)
     ks = _check_ks(ks, n_images, n_texts)
     if isinstance(return_topk, bool) or not isinstance(return_topk, (int, np.integer)) or return_topk < 0:
         raise ValueError(f"return_topk must be a non-negative integer, got {return_topk!r}")
