@@ -17,6 +17,9 @@ from fastsas.retrieval import _codes as id_codes_of
 JACKKNIFE_METRICS = ("sas_i2t", "sas_t2i", "sas_imbalance", "cka")
 
 
+CPU_ONLY = {"moments": "cpu", "retrieval": "cpu"}  # AuditResult.backend of an all-CPU audit
+
+
 @dataclass(frozen=True)
 class AuditResult:
     """Everything an audit found; `to_dict()` is JSON-serialisable.
@@ -46,7 +49,7 @@ class AuditResult:
     sas_sweep: dict = field(default_factory=dict)
     # Which backend computed what: the moments always run on the CPU core (or Dask workers);
     # retrieval follows the `backend` argument.
-    backend: dict = field(default_factory=lambda: {"moments": "cpu", "retrieval": "cpu"})
+    backend: dict = field(default_factory=lambda: dict(CPU_ONLY))
     definitions_version: str = _core.DEFINITIONS_VERSION
 
     def to_dict(self) -> dict:
@@ -381,7 +384,7 @@ class AuditPlan:
                            retrieval=_summary(ret) if ret is not None else None, uncertainty=uncertainty,
                            groups=group_rows, mismatches=suspects, drift=drift, profiles=profiles,
                            sas_sweep=sas_sweep,
-                           backend=dict(backend or {"moments": "cpu", "retrieval": "cpu"}))
+                           backend=dict(backend or CPU_ONLY))
 
 
 _STATE_MAGIC = b"FSASAUD"
