@@ -196,6 +196,7 @@ def test_crashed_process_resumes_bit_identical(tmp_path, demo, written):
         import os, sys
         import fastsas as fs
         import fastsas.store as st
+        import fastsas.store.embedding_store as writer
         demo = fs.synthetic.demo_archive({N}, {DIM})
         rows = lambda a, b: (demo["images"][a:b], demo["texts"][a:b],
                              {{k: v[a:b] for k, v in demo["metadata"].items()}})
@@ -207,7 +208,7 @@ def test_crashed_process_resumes_bit_identical(tmp_path, demo, written):
                 f.write(bytes(memoryview(data))[: len(memoryview(data)) // 2] if not callable(data) else b"PAR1")
             os._exit(3)
 
-        st._write_atomic = dying_write
+        writer.write_atomic = dying_write
         store.append(*rows(2100, 2600))       # fills chunk 4: dies while writing it
     """)
     done = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=120)

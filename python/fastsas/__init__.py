@@ -8,6 +8,7 @@
 """
 from fastsas import gap, synthetic
 from fastsas._core import DEFINITIONS_VERSION
+from fastsas._version import __version__
 from fastsas._validate import set_num_threads
 from fastsas.audit import AuditResult, audit
 from fastsas.metrics import alignment, cka, coral, delta_cos, rmg, sas, svcca
@@ -15,7 +16,6 @@ from fastsas.mmd import mmd
 from fastsas.moments import Moments, SpectralProfile
 from fastsas.retrieval import retrieval
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AuditResult", "DEFINITIONS_VERSION", "Moments", "audit", "SpectralProfile", "alignment", "cka", "coral",

@@ -31,11 +31,38 @@ def set_num_threads(threads: int | None) -> None:
 
 
 def resolve_threads(threads: int | None) -> int:
+    """The worker thread count for a `threads` argument: None means the fastsas default
+    (:func:`set_num_threads`, else every core this process may use)."""
     if threads is None:
         return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    return int(threads)
+    return check_int(threads, "threads", allow_none=True)
+
+
+def _int_range(low: int | None, high: int | None) -> str:
+    if high is not None:
+        return f"an integer in [{low}, {high}]"
+    if low == 1:
+        return "a positive integer"
+    if low == 0:
+        return "a non-negative integer"
+    return "an integer" if low is None else f"an integer >= {low}"
+
+
+def check_int(value: Any, name: str, *, low: int | None = 1, high: int | None = None, meaning: str | None = None,
+              allow_none: bool = False) -> int:
+    """`value` as a Python int in [low, high] (None: unbounded), or ValueError naming `name`.
+
+    bool is refused (True is not a count); NumPy integers are accepted. `meaning` says in a
+    few words what the number is ("rows per task"); with `allow_none` the message says None
+    is accepted too (the caller handles None itself). Every integer option of fastsas is
+    checked here, so the same option is accepted or refused the same way everywhere.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or (low is not None and value < low) or (high is not None and value > high):
+        what = _int_range(low, high) + (" or None" if allow_none else "")
+        about = f" ({meaning})" if meaning else ""
+        raise ValueError(f"{name} must be {what}{about}, got {value!r}")
+    return int(value)
 
 
 def as_embeddings(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:

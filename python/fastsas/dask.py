@@ -157,11 +157,10 @@ def open_store(path: str | os.PathLike, block_rows: int | None = None) -> tuple[
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such embedding store directory")
-    manifest = st._read_manifest(path)
+    manifest = st.layout.read_manifest(path)
     n, dim, chunk_rows = int(manifest["n"]), int(manifest["dim"]), int(manifest["chunk_rows"])
     chunks = int(manifest["chunks_done"])
-    missing = [path / name / "c" / str(i) / "0" for name in st.ARRAY_NAMES for i in range(chunks)
-               if not (path / name / "c" / str(i) / "0").is_file()]
+    missing = st.layout.missing_chunk_files(path, chunks)
     if missing:
         shown = ", ".join(str(f.relative_to(path)) for f in missing[:20])
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""

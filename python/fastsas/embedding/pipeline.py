@@ -285,14 +285,14 @@ def _done_rows(store) -> tuple[set[tuple[str, int]], str | None]:
 
 
 def _write_skip_log(path: Path, skipped: Iterable[Skipped]) -> None:
-    from fastsas.store import _write_atomic
+    from fastsas.io.atomic import write_atomic
 
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["file", "id", "reason"])
     for s in skipped:
         writer.writerow([s.file, s.id, s.reason])
-    _write_atomic(path, buf.getvalue().encode())
+    write_atomic(path, buf.getvalue())
 
 
 # -- texts -------------------------------------------------------------------------------------------

@@ -1,0 +1,166 @@
+"""The on-disk layout of an embedding store, format version 1: every name, path and file
+format a reader needs, and the checks of the manifest. :class:`fastsas.store.EmbeddingStore`
+writes and reads this layout; :mod:`fastsas.dask` reads it directly (workers open the chunk
+files themselves); any Zarr v3 or Parquet reader can read it too.
+
+A store is a directory::
+
+    store/
+      zarr.json                    Zarr v3 root group (attributes name the fastsas format)
+      images/zarr.json             Zarr v3 array, float32 (n, dim), chunks of chunk_rows rows,
+      images/c/<i>/0               one uncompressed little-endian file per chunk ("bytes" codec),
+                                   always chunk_rows x dim (a short last chunk is zero padded)
+      texts/...                    the same for the text embeddings
+      metadata/part-<i>.parquet    per-row metadata of chunk i while the store is written
+      metadata.parquet             the same rows compacted into one table when the writer closes
+      manifest.json                format version, n, dim, dtype, chunk_rows, chunks_done, ...
+      .lock                        held (flock) by the one writer
+
+The manifest is the commit point: a chunk counts once the manifest's ``chunks_done`` says so.
+
+>>> from pathlib import Path
+>>> from fastsas.store import layout
+>>> layout.chunk_file(Path("store"), "images", 3).as_posix()
+'store/images/c/3/0'
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fastsas.io.errors import StoreError
+
+__all__ = ["ARRAY_NAMES", "CODECS", "DTYPE", "FORMAT", "FORMAT_VERSION", "LOCK_FILE", "MANIFEST", "METADATA_FILE",
+           "METADATA_PARTS", "chunk_bytes", "chunk_file", "group_meta", "missing_chunk_files", "part_file",
+           "read_json", "read_manifest", "rows_in_chunk", "zarr_array_meta"]
+
+FORMAT = "fastsas-embedding-store"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+METADATA_FILE = "metadata.parquet"
+METADATA_PARTS = "metadata"
+LOCK_FILE = ".lock"
+ARRAY_NAMES = ("images", "texts")
+DTYPE = np.dtype("<f4")
+CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
+
+
+def chunk_file(root: Path, name: str, i: int) -> Path:
+    """The file of chunk `i` of array `name` ("images" or "texts")."""
+    return root / name / "c" / str(i) / "0"
+
+
+def part_file(root: Path, i: int) -> Path:
+    """The metadata part of chunk `i` (while the store is written)."""
+    return root / METADATA_PARTS / f"part-{i:06d}.parquet"
+
+
+def chunk_bytes(chunk_rows: int, dim: int) -> int:
+    """The size of every chunk file."""
+    return chunk_rows * dim * DTYPE.itemsize
+
+
+def rows_in_chunk(n: int, chunk_rows: int, i: int) -> int:
+    """Rows of chunk `i` that hold data (the last chunk may be shorter)."""
+    return min(chunk_rows, n - i * chunk_rows)
+
+
+def group_meta() -> dict:
+    """The root ``zarr.json``: a Zarr v3 group whose attributes name this format."""
+    return {"zarr_format": 3, "node_type": "group",
+            "attributes": {"fastsas": {"format": FORMAT, "format_version": FORMAT_VERSION, "manifest": MANIFEST}}}
+
+
+def zarr_array_meta(n: int, dim: int, chunk_rows: int) -> dict:
+    """The ``zarr.json`` of one (n, dim) float32 array in chunks of `chunk_rows` rows."""
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [n, dim],
+        "data_type": "float32",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [chunk_rows, dim]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0,
+        "codecs": CODECS,
+        "attributes": {},
+        "dimension_names": ["row", "dim"],
+    }
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from `path`; `what` says in the error what the file is for.
+
+    Raises
+    ------
+    StoreError
+        When the file is missing, unreadable, not JSON or not an object.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing: {what}") from None
+    except OSError as exc:
+        raise StoreError(f"{path} is unreadable ({exc}): {what}") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise StoreError(f"{path} is unreadable, not valid JSON ({exc}); the store is corrupt") from None
+    if not isinstance(obj, dict):
+        raise StoreError(f"{path} is unreadable: expected a JSON object; the store is corrupt")
+    return obj
+
+
+def read_manifest(root: Path) -> dict:
+    """The checked manifest of the store at `root`.
+
+    Parameters
+    ----------
+    root : Path
+        The store directory.
+
+    Returns
+    -------
+    dict
+        The manifest: ``format``, ``format_version``, ``n``, ``dim``, ``dtype``,
+        ``chunk_rows``, ``chunks_done``, ``complete``, ``arrays``, ``metadata`` (``layout``
+        "parts" or "file", ``columns``, ``arrow_schema``), ``model``, ``notes``,
+        ``fastsas_version``, ``created``, ``updated``.
+
+    Raises
+    ------
+    StoreError
+        When the manifest is missing, of another format or version, or inconsistent.
+    """
+    file = root / MANIFEST
+    if not file.exists():
+        raise StoreError(f"{file} is missing: {root} is not a fastsas embedding store (or its creation was "
+                         "interrupted)")
+    m = read_json(file, "the store's manifest")
+    if m.get("format") != FORMAT:
+        raise StoreError(f"{file} is not a fastsas embedding store manifest (format {m.get('format')!r})")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{file} has format version {m.get('format_version')!r}; this fastsas reads version "
+                         f"{FORMAT_VERSION} (use the fastsas that wrote it, or rewrite the store)")
+    for key, least in (("n", 0), ("dim", 1), ("chunk_rows", 1), ("chunks_done", 0)):
+        value = m.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise StoreError(f"{file}: {key} is {value!r}, expected an integer >= {least}; the manifest is corrupt")
+    if m.get("dtype") != "float32":
+        raise StoreError(f"{file}: dtype {m.get('dtype')!r} is not float32; the manifest is corrupt")
+    if m["chunks_done"] != math.ceil(m["n"] / m["chunk_rows"]):
+        raise StoreError(f"{file}: n={m['n']} rows do not fill chunks_done={m['chunks_done']} chunks of "
+                         f"{m['chunk_rows']} rows; the manifest is corrupt")
+    meta = m.get("metadata")
+    if not isinstance(meta, dict) or meta.get("layout") not in ("parts", "file"):
+        raise StoreError(f"{file}: the metadata entry is missing or unreadable; the manifest is corrupt")
+    m.setdefault("complete", False)
+    return m
+
+
+def missing_chunk_files(root: Path, chunks_done: int) -> list[Path]:
+    """The chunk files of both arrays, among the first `chunks_done`, that are not there."""
+    return [chunk_file(root, name, i) for name in ARRAY_NAMES for i in range(chunks_done)
+            if not chunk_file(root, name, i).is_file()]
