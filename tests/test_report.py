@@ -169,7 +169,7 @@ def test_html_shows_the_key_parts(written, audit):
     page = written["html"]
     a = audit.alignment
     assert f"{a['sas_i2t']:.4f}" in page and f"{a['sas_t2i']:.4f}" in page
-    assert rp._fmt(a["sas_imbalance"]) in page
+    assert rp.format_value(a["sas_imbalance"]) in page
     u = audit.uncertainty["sas_imbalance"]
     # at d = 32 the demo's image-only factors stay outside the top 10% of modes: no clear imbalance
     assert (u["ci_low"] < 0 < u["ci_high"]) == ("No clear imbalance" in page)
@@ -255,9 +255,9 @@ def test_markdown_has_the_key_numbers(written, audit):
     a, u = audit.alignment, audit.uncertainty
     for key in ("sas_i2t", "sas_t2i", "cka"):
         assert f"{a[key]:.4f}" in md, key
-    assert f"| imbalance | {rp._fmt(a['sas_imbalance'])} |" in md
+    assert f"| imbalance | {rp.format_value(a['sas_imbalance'])} |" in md
     lo, hi = u["sas_imbalance"]["ci_low"], u["sas_imbalance"]["ci_high"]
-    assert f"{rp._fmt(lo)} to {rp._fmt(hi)}" in md
+    assert f"{rp.format_value(lo)} to {rp.format_value(hi)}" in md
     assert f"| imbalance test p | {u['imbalance_test']['p_value']:.3f} |" in md
     assert f"{audit.retrieval['i2t_r1']:.4f}" in md
     assert f"Suspected mismatches: {len(audit.mismatches)}" in md

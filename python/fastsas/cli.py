@@ -4,7 +4,6 @@ on stderr saying what to fix)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+import fastsas as fs
+from fastsas._validate import resolve_backend
+from fastsas.io import NpyPairSource, fingerprint_arrays
+from fastsas.io.strict_json import dumps
+from fastsas.report import parse_formats, write_compare, write_gap_sweep, write_report
+from fastsas.store import open_source
+from fastsas.synthetic import demo_archive
 
 EXIT_USAGE = 2
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, ImportError)
@@ -66,17 +73,16 @@ def _split_list(value: str, name: str) -> list[str]:
 
 
 def _formats(value: str) -> tuple[str, ...]:
-    formats = tuple(_split_list(value, "--format"))
-    bad = [f for f in formats if f not in ("html", "json", "md")]
-    if bad:
-        raise UserError(f"--format {','.join(bad)} is not one of html, json, md")
-    return formats
+    """--format, checked before any work by the report's own rule."""
+    _split_list(value, "--format")
+    try:
+        return parse_formats(value)
+    except ValueError as exc:
+        raise UserError(str(exc).replace("formats ", "--format ", 1)) from None
 
 
 def _check_backend(backend: str) -> None:
     """--backend, checked before any work: an unknown name, or cuda without a GPU, is bad usage."""
-    from fastsas._validate import resolve_backend
-
     try:
         resolve_backend(backend)
     except (ValueError, RuntimeError) as exc:
@@ -93,8 +99,6 @@ def _column(meta: dict, name: str | None, option: str) -> np.ndarray | None:
 
 
 def _open(paths: list[Path]):
-    from fastsas.store import open_source
-
     if len(paths) == 2:
         return open_source(paths[0], paths[1])
     if len(paths) == 1:
@@ -103,16 +107,11 @@ def _open(paths: list[Path]):
 
 
 def _demo(n: int, dim: int):
-    from fastsas.store import open_source
-    from fastsas.synthetic import demo_archive
-
     archive = demo_archive(n, dim)
     return open_source(archive["images"], archive["texts"], metadata=archive["metadata"])
 
 
 def _fingerprint(source) -> str:
-    from fastsas.report import fingerprint_arrays
-
     x, y = source.arrays()
     return fingerprint_arrays(x, y)
 
@@ -147,9 +146,6 @@ def audit(
 ) -> None:
     """Audit an archive: SAS both ways with intervals, every metric, retrieval, subgroups,
     drift, suspected mismatches; writes report.html / report.json / report.md."""
-    import fastsas as fs
-    from fastsas.report import write_report
-
     formats = _formats(format)
     _check_backend(backend)
     steps = Steps(not quiet)
@@ -225,8 +221,6 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Several models or datasets side by side: every alignment metric and retrieval."""
-    import fastsas as fs
-
     steps = Steps(not quiet)
     rows = []
     for path in steps(archives, "archives", len(archives)):
@@ -247,12 +241,8 @@ def compare(
     for row in rows:
         table.add_row(Path(row["archive"]).name, *[f"{row[k]:.4f}" if k != "rsum" else f"{row[k]:.2f}" for k in keys])
     out_console.print(table)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps({"topq": topq, "archives": rows}, indent=2))
-    lines = ["| archive | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += ["| " + Path(r["archive"]).name + " | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |" for r in rows]
-    (out / "compare.md").write_text("# fastsas compare\n\n" + "\n".join(lines) + "\n")
-    out_console.print(f"  json: {out / 'compare.json'}\n  md: {out / 'compare.md'}")
+    paths = write_compare(rows, keys, out, topq=topq)
+    out_console.print(f"  json: {paths['json']}\n  md: {paths['md']}")
 
 
 @app.command()
@@ -267,8 +257,6 @@ def gap(
 ) -> None:
     """Post-hoc modality-gap control: every metric, retrieval and (with --labels) a linear
     probe at each lambda, and the best lambda."""
-    import fastsas as fs
-
     try:
         lam_values = [float(v) for v in _split_list(lams, "--lams")]
     except ValueError:
@@ -284,7 +272,6 @@ def gap(
     x, y = source.arrays()
     with Steps(not quiet).step(f"gap sweep over {len(lam_values)} lambdas"):
         sweep = fs.gap.sweep(np.asarray(x), np.asarray(y), lams=lam_values, labels=label_values, topq=topq)
-    data = sweep.to_dict()
     table = Table(title="fastsas gap sweep")
     keys = ["sas_i2t", "sas_t2i", "rmg", "gap_norm"]
     for col in ["lambda", *keys, "rsum", "probe acc", "probe auroc"]:
@@ -299,9 +286,7 @@ def gap(
     out_console.print(table)
     if sweep.best_lam is not None:
         out_console.print(f"best lambda by probe accuracy: {sweep.best_lam:g}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gap.json").write_text(json.dumps(data, indent=2, default=float))
-    out_console.print(f"  json: {out / 'gap.json'}")
+    out_console.print(f"  json: {write_gap_sweep(sweep, out)}")
 
 
 @app.command()
@@ -314,9 +299,6 @@ def align(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Every alignment metric of two .npy files, streamed (memory stays at one chunk)."""
-    import fastsas as fs
-    from fastsas.io import NpyPairSource
-
     source = NpyPairSource(images, texts)
     start = time.perf_counter()
     chunks = Steps(not quiet and not as_json)(source.iter_chunks(chunk_rows), "moments (one pass)",
@@ -335,8 +317,6 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Every alignment metric of built-in synthetic paired embeddings, printed."""
-    import fastsas as fs
-
     out_console.print(f"synthetic paired embeddings: n={n:,}, dim={dim}, {image_only} factors only the images carry")
     start = time.perf_counter()
     images, texts = fs.synthetic.paired_embeddings(n, dim, image_only_factors=image_only, seed=seed)
@@ -345,7 +325,7 @@ def demo(
 
 def _print_alignment(result: dict, seconds: float, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(dumps(result, indent=2))
         return
     print(f"fastsas alignment of {result['n']:,} pairs (topq={result['topq']}) in {seconds:.2f} s")
     width = max(len(k) for k in result)
