@@ -59,7 +59,8 @@ def run_dask(path: Path, what: str, client):
 def block_costs(path: Path, repeat: int, what: str) -> dict:
     """Per-block costs measured in this process with one thread, as a task runs them: the
     moments block and merge (what="moments") or one retrieval step (what="retrieval")."""
-    from fastsas.dask import _block_moments, _count_step, _merge_moments
+    from fastsas.dask.moments_graph import _block_moments, _merge_moments
+    from fastsas.dask.retrieval_graph import _count_step
 
     store = EmbeddingStore.open(path)
     x, y = store.arrays()

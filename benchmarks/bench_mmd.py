@@ -7,7 +7,7 @@ Rows of the table:
 - floor: NumPy float32 multiplying the same tiles fastsas multiplies (K(x,x) and K(y,y) on
   and above the diagonal, K(x,y) all of them), into preallocated buffers, nothing else.
 - reference: fastsas.reference.mmd (full float64 kernel matrices from explicit
-  differences, as METRICS.md writes it), only up to --ref-max-n; its value is compared.
+  differences, as docs/definitions.md writes it), only up to --ref-max-n; its value is compared.
 Peak RSS is the process's (resource.getrusage) right after the fastsas runs.
 """
 from __future__ import annotations

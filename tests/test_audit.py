@@ -129,7 +129,7 @@ def test_result_is_json_and_bad_inputs_are_named(data):
     json.dumps(r.to_dict())
     with pytest.raises(ValueError, match="groups has 10 labels but there are 3000 pairs"):
         fs.audit(x, y, groups=np.zeros(10))
-    with pytest.raises(ValueError, match="groups has NaN labels at rows"):
+    with pytest.raises(ValueError, match="groups has NaN or Inf labels in 1 row: 3"):
         fs.audit(x, y, groups=np.where(np.arange(N) == 3, np.nan, 1.0))
     with pytest.raises(ValueError, match="periods must be 1-D"):
         fs.audit(x, y, periods=np.zeros((N, 2)))

@@ -17,6 +17,9 @@ from fastsas.store import EmbeddingStore, StoreError, open_source
 distributed = pytest.importorskip("distributed")  # the `test` extra installs it: never skipped in CI
 da = pytest.importorskip("dask.array")
 import fastsas.dask as fsd  # noqa: E402
+from fastsas.dask.audit_graph import audit_split_every  # noqa: E402
+from fastsas.dask.inputs import StoreRows, dask_inputs  # noqa: E402
+from fastsas.dask.retrieval_graph import retrieval_ranks  # noqa: E402
 
 from _compare import worst_error  # noqa: E402
 
@@ -205,10 +208,10 @@ def test_retrieval_from_a_store_reads_blocks_inside_each_step(tmp_path, monkeypa
     EmbeddingStore.build(path, {"images": x, "texts": y}, chunk_rows=1000).close()
     xs, ys, store = fsd.open_store(path)
     reads = []
-    original = fsd._StoreRows.read
-    monkeypatch.setattr(fsd._StoreRows, "read", lambda self: reads.append((self.name, self.start)) or original(self))
+    original = StoreRows.read
+    monkeypatch.setattr(StoreRows, "read", lambda self: reads.append((self.name, self.start)) or original(self))
     codes = np.arange(2500, dtype=np.int32)
-    image_ranks, text_ranks = fsd._retrieval_ranks(xs, ys, codes, codes, 8, 1, store)
+    image_ranks, text_ranks = retrieval_ranks(xs, ys, codes, codes, 8, 1, store)
     done = dask.compute(*(image_ranks + text_ranks), scheduler="sync")
     want = fs.retrieval(x, y, return_ranks=True)
     assert np.array_equal(np.concatenate(done[:3]), want["i2t_ranks"])
@@ -222,10 +225,10 @@ def test_audit_merges_fewer_states_when_states_are_large():
     """An audit state holds every accumulator's (2d)^2 moments (9.44 MB each at d = 768), so
     merge tasks take fewer states as they grow, keeping a task near AUDIT_MERGE_BYTES (4 GiB)."""
     assert fsd.AUDIT_MERGE_BYTES == 4 << 30
-    assert fsd._audit_split_every({"blocks": 20, "cells": 0, "periods": 0}, 768, 8) == 8  # 189 MB states
-    assert fsd._audit_split_every({"blocks": 60, "cells": 0, "periods": 0}, 768, 8) == 5  # 566 MB: 7 - 2
-    assert fsd._audit_split_every({"blocks": 20, "cells": 100, "periods": 0}, 768, 8) == 2  # 1.1 GB
-    assert fsd._audit_split_every({"blocks": 20, "cells": 0, "periods": 0}, 64, 3) == 3
+    assert audit_split_every({"blocks": 20, "cells": 0, "periods": 0}, 768, 8) == 8  # 189 MB states
+    assert audit_split_every({"blocks": 60, "cells": 0, "periods": 0}, 768, 8) == 5  # 566 MB: 7 - 2
+    assert audit_split_every({"blocks": 20, "cells": 100, "periods": 0}, 768, 8) == 2  # 1.1 GB
+    assert audit_split_every({"blocks": 20, "cells": 0, "periods": 0}, 64, 3) == 3
 
 
 def test_store_with_missing_chunks_names_them(client, tmp_path):
@@ -299,9 +302,9 @@ def test_retrieval_steps_share_each_blocks_codes():
     import pickle
 
     x = np.random.default_rng(11).standard_normal((4000, 4)).astype(np.float32)
-    ix, iy, _ = fsd._inputs(x, x, 1000, paired=False)
+    ix, iy, _ = dask_inputs(x, x, 1000, paired=False)
     codes = np.arange(4000, dtype=np.int32)
-    image_ranks, text_ranks = fsd._retrieval_ranks(ix, iy, codes, codes, 8, 1)
+    image_ranks, text_ranks = retrieval_ranks(ix, iy, codes, codes, 8, 1)
     graph = {}
     for obj in image_ranks + text_ranks:
         graph.update(dict(obj.__dask_graph__()))

@@ -312,7 +312,7 @@ def test_image_id_from_the_dicom_header(clip_encoder, tmp_path):
     result = _run(clip_encoder, images, texts, tmp_path / "store", image_id="dicom:AccessionNumber")
     assert list(open_source(tmp_path / "store").column("id")) == ["A7", "A8", "A7"]
     assert [(s.file, s.reason) for s in result.skipped] == [
-        ("3.dcm", "ValueError: the DICOM header has no AccessionNumber (--image-id dicom:AccessionNumber)")]
+        ("3.dcm", "ValueError: the DICOM header has no AccessionNumber (image_id='dicom:AccessionNumber')")]
 
 
 def test_stem_ids_keep_every_dot_before_the_image_suffix():
@@ -485,9 +485,9 @@ def test_crashed_process_resumes_from_the_last_committed_chunk(models, archive, 
 
 def test_resume_with_other_options_is_refused(clip_encoder, archive, tmp_path):
     _run(clip_encoder, archive["images"], archive["csv"], tmp_path / "s", image_id="parent")
-    with pytest.raises(ValueError, match=r"other options \(image_id: 'parent' there, 'stem' now\).*--overwrite"):
+    with pytest.raises(ValueError, match=r"other options \(image_id: 'parent' there, 'stem' now\).*overwrite=True"):
         _run(clip_encoder, archive["images"], archive["csv"], tmp_path / "s", image_id="stem")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="overwrite=True"):
         _run(clip_encoder, archive["images"], archive["csv"], tmp_path / "s", image_id="parent", resume=False)
     redone = _run(clip_encoder, archive["images"], archive["csv"], tmp_path / "s", image_id="stem", overwrite=True)
     assert not redone.resumed and redone.rows_embedded == redone.rows
@@ -516,9 +516,9 @@ def test_texts_from_parquet_and_their_errors(clip_encoder, archive, tmp_path):
         read_texts(tmp_path / "dup.csv")
     _write_reports_csv(tmp_path / "body.csv", ["a"], ["b"], "id", "body")
     with pytest.raises(ValueError, match=r"none of the columns text, report, caption; name its column with "
-                                         r"text_column \(--text-column\) \(columns: id, body\)"):
+                                         r"text_column \(columns: id, body\)"):
         read_texts(tmp_path / "body.csv")
-    with pytest.raises(ValueError, match=r"text_column \(--text-column\)='body'.*columns: id, text"):
+    with pytest.raises(ValueError, match=r"text_column='body'.*columns: id, text"):
         read_texts(tmp_path / "zeros.csv", text_column="body")
 
 
@@ -545,7 +545,7 @@ def test_remote_code_and_foreign_directories_are_refused(models, tmp_path):
     cfg = json.loads((auto / "config.json").read_text())
     cfg["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
     (auto / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"--model .*auto: config.json names custom code \(auto_map\).*"
+    with pytest.raises(ValueError, match=r"model_dir .*auto: config.json names custom code \(auto_map\).*"
                                          "trust_remote_code"):
         load_model(auto, device="cpu")
     code = tmp_path / "code"
@@ -556,7 +556,7 @@ def test_remote_code_and_foreign_directories_are_refused(models, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither config.json .* nor open_clip_config.json"):
         load_model(tmp_path / "empty", device="cpu")
-    with pytest.raises(FileNotFoundError, match="--model .*: no such directory"):
+    with pytest.raises(FileNotFoundError, match="model_dir .*: no such directory"):
         load_model(tmp_path / "absent", device="cpu")
 
 
@@ -642,5 +642,9 @@ def test_cli_embed_bad_input_exits_2(models, tmp_path, capsys):
     _one_line_error(capsys, "--model", "auto_map", "trust_remote_code")
     assert main(base + ["--model", str(models["clip"]), "--frames", "some"]) == 2
     _one_line_error(capsys, "--frames")
+    assert main(base + ["--model", str(models["clip"]), "--image-id", "folder"]) == 2
+    _one_line_error(capsys, "--image-id must be 'stem', 'parent' or 'dicom:<Keyword>'")
+    assert main(base + ["--model", str(tmp_path / "absent")]) == 2
+    _one_line_error(capsys, "--model", "absent: no such directory")
     assert main(["embed", "--help"]) == 0
     assert "--image-id" in capsys.readouterr().out

@@ -128,7 +128,7 @@ def test_hf_text_tower_must_be_on_disk(oc, tmp_path):
                                     "hf_proj_type": "mlp", "hf_pooler_type": "cls_last_hidden_state_pooler",
                                     "context_length": 16}
     (model_dir / "open_clip_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"--model .*biomed: open_clip_config.json names the Hugging Face text "
+    with pytest.raises(ValueError, match=r"model_dir .*biomed: open_clip_config.json names the Hugging Face text "
                                          r"model 'microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract', which is "
                                          r"not on disk; put its files .* in .*biomed/BiomedNLP-BiomedBERT-base-"
                                          r"uncased-abstract \(nothing is downloaded\)"):
@@ -142,7 +142,7 @@ def test_open_clip_checkpoint_that_does_not_fit_is_refused(oc, tmp_path):
     cfg = json.loads((model_dir / "open_clip_config.json").read_text())
     cfg["model_cfg"]["embed_dim"] = 32
     (model_dir / "open_clip_config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"--model .*: open_clip_model.safetensors does not fit open_clip_config"):
+    with pytest.raises(ValueError, match=r"model_dir .*: open_clip_model.safetensors does not fit open_clip_config"):
         load_model(model_dir, device="cpu")
     (model_dir / "open_clip_model.safetensors").unlink()
     with pytest.raises(ValueError, match="no weights: expected one of open_clip_model.safetensors"):

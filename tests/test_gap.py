@@ -1,4 +1,4 @@
-"""Modality-gap control: fs.gap.gap_vector / shift / shift_chunks / sweep (METRICS.md)."""
+"""Modality-gap control: fs.gap.gap_vector / shift / shift_chunks / sweep (docs/definitions.md)."""
 import json
 
 import numpy as np
@@ -11,7 +11,7 @@ from _compare import worst_error, worst_key
 
 
 def direct_shift(x, y, lam, gap=None):
-    """METRICS.md "Modality-gap control", written straight in float64 NumPy."""
+    """docs/definitions.md "Modality-gap control", written straight in float64 NumPy."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     xh = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -389,7 +389,7 @@ def test_bad_sweep_arguments(pair32):
         fs.gap.sweep(x, y, topq=0)
     with pytest.raises(ValueError, match=r"ks=\(1, 500\) has k larger than the gallery"):
         fs.gap.sweep(x, y, ks=(1, 500))
-    with pytest.raises(ValueError, match="chunk_rows must be an integer >= 1"):
+    with pytest.raises(ValueError, match="chunk_rows must be a positive integer"):
         fs.gap.sweep(x, y, chunk_rows=0)
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         fs.gap.sweep(x, y, threads=0)

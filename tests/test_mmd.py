@@ -1,4 +1,4 @@
-"""fs.mmd against the NumPy float64 reference (METRICS.md "MMD"): any row counts and tilings,
+"""fs.mmd against the NumPy float64 reference (docs/definitions.md "MMD"): any row counts and tilings,
 float32 accuracy, thread-count independence and argument validation."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""fs.retrieval against the NumPy float64 reference (METRICS.md "Retrieval"): exact ranks in
+"""fs.retrieval against the NumPy float64 reference (docs/definitions.md "Retrieval"): exact ranks in
 both directions for every ground-truth shape, tilings that do and do not divide n, ties,
 rounding-level near-ties, thread-count independence, and argument validation."""
 import numpy as np

@@ -101,6 +101,10 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastsas C++ core: streaming moments, spectral alignment and covariance-family metrics";
   m.attr("DEFINITIONS_VERSION") = fastsas::kDefinitionsVersion;
   m.attr("BLOCK_ROWS") = fastsas::Moments::kBlockRows;
+  m.attr("SVCCA_DIMS") = fastsas::kSvccaDims;
+  m.attr("NON_FINITE_ROWS") = fastsas::kNonFiniteRows;
+  m.attr("ZERO_NORM_ROWS") = fastsas::kZeroNormRows;
+  m.attr("BAD_ROWS_SHOWN") = fastsas::kBadRowsShown;
 
   static py::exception<fastsas::BadRowsError> bad_rows(m, "BadRowsError", PyExc_ValueError);
   py::register_exception_translator([](std::exception_ptr p) {
@@ -126,10 +130,13 @@ PYBIND11_MODULE(_core, m) {
             dispatch_float(x, y, "x and y", [&](auto tag) { update_rows_typed<decltype(tag)>(self, x, y, rows, threads); });
           },
           py::arg("x"), py::arg("y"), py::arg("rows"), py::arg("threads"))
-      .def("merge", [](fastsas::Moments& self, const fastsas::Moments& other) {
-        py::gil_scoped_release release;
-        self.merge(other);
-      })
+      .def(
+          "merge",
+          [](fastsas::Moments& self, const fastsas::Moments& other) {
+            py::gil_scoped_release release;
+            self.merge(other);
+          },
+          py::arg("other"))
       .def("copy", [](const fastsas::Moments& self) { return fastsas::Moments(self); })
       .def_property_readonly("dim", &fastsas::Moments::dim)
       .def_property_readonly("count", &fastsas::Moments::count)
@@ -163,7 +170,9 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("x"), py::arg("y"), py::arg("codes"), py::arg("threads"))
       .def_property_readonly("size", &fastsas::MomentsGroups::size)
-      .def("group", [](const fastsas::MomentsGroups& g, Index i) { return fastsas::Moments(g.group(i)); });
+      .def(
+          "group", [](const fastsas::MomentsGroups& g, Index index) { return fastsas::Moments(g.group(index)); },
+          py::arg("index"));
 
   m.def(
       "analyze",
@@ -175,7 +184,21 @@ PYBIND11_MODULE(_core, m) {
         }
         return analysis_dict(a);
       },
-      py::arg("moments"), py::arg("threads"), py::arg("cca_dim") = 10, py::arg("spectral_only") = false);
+      py::arg("moments"), py::arg("threads"), py::arg("cca_dim") = fastsas::kSvccaDims,
+      py::arg("spectral_only") = false);
+
+  m.def(
+      "spectral_profile",
+      [](const fastsas::Moments& moments, const std::string& anchor) {
+        if (anchor != "x" && anchor != "y") throw py::value_error("anchor must be \"x\" or \"y\"");
+        fastsas::SpectralProfile p;
+        {
+          py::gil_scoped_release release;
+          p = fastsas::anchor_profile(moments, anchor == "x");
+        }
+        return profile_dict(p);
+      },
+      py::arg("moments"), py::arg("anchor"));
 
   m.def(
       "sas_from_profile",

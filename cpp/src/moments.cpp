@@ -84,12 +84,11 @@ bool absorb_row(const T* xr, Index xs, const T* yr, Index ys, Index dim, const d
 // The slow, exact account of what is wrong, run only once a block has found a bad row.
 template <class T>
 [[noreturn]] void throw_bad_rows(const MatrixView<T>& x, const MatrixView<T>& y, bool track_unit_rows) {
-  constexpr size_t kShown = 10;
   struct Finding { std::string input, problem; std::vector<Index> rows; Index total = 0; };
-  Finding findings[4] = {{"x", "non-finite values (NaN or Inf)", {}, 0},
-                         {"y", "non-finite values (NaN or Inf)", {}, 0},
-                         {"x", "zero-norm rows (no direction to normalise)", {}, 0},
-                         {"y", "zero-norm rows (no direction to normalise)", {}, 0}};
+  Finding findings[4] = {{"x", kNonFiniteRows, {}, 0},
+                         {"y", kNonFiniteRows, {}, 0},
+                         {"x", kZeroNormRows, {}, 0},
+                         {"y", kZeroNormRows, {}, 0}};
   for (Index r = 0; r < x.rows; ++r) {
     bool finite[2] = {true, true};
     double norm[2] = {0.0, 0.0};
@@ -106,7 +105,7 @@ template <class T>
       else if (!std::isfinite(norm[k])) f = &findings[k];  // overflow: refuse as non-finite
       else if (track_unit_rows && norm[k] == 0.0) f = &findings[2 + k];
       if (!f) continue;
-      if (f->rows.size() < kShown) f->rows.push_back(r);
+      if (f->rows.size() < kBadRowsShown) f->rows.push_back(r);
       ++f->total;
     }
   }

@@ -38,12 +38,9 @@ void gemm_nt(Index m, Index n, Index k, const double* a, Index lda, const double
 namespace {
 
 constexpr Index kPackChunk = 4096;
-const char* const kNonFinite = "non-finite values (NaN or Inf)";
-const char* const kZeroNorm = "zero-norm rows (no direction to normalise)";
 
 template <class T>
 [[noreturn]] void throw_bad_rows(const MatrixView<T>& v, const char* input, bool normalise) {
-  constexpr size_t kShown = 10;
   std::vector<Index> rows[2];
   Index total[2] = {0, 0};
   for (Index r = 0; r < v.rows; ++r) {
@@ -58,11 +55,11 @@ template <class T>
     if (!finite || !std::isfinite(norm)) kind = 0;  // overflow is refused as non-finite
     else if (normalise && norm == 0.0) kind = 1;
     if (kind < 0) continue;
-    if (rows[kind].size() < kShown) rows[kind].push_back(r);
+    if (rows[kind].size() < kBadRowsShown) rows[kind].push_back(r);
     ++total[kind];
   }
-  if (total[0]) throw BadRowsError(input, kNonFinite, rows[0], total[0]);
-  if (total[1]) throw BadRowsError(input, kZeroNorm, rows[1], total[1]);
+  if (total[0]) throw BadRowsError(input, kNonFiniteRows, rows[0], total[0]);
+  if (total[1]) throw BadRowsError(input, kZeroNormRows, rows[1], total[1]);
   throw std::logic_error("fastsas: a chunk reported a bad row that a rescan did not find");
 }
 

@@ -15,8 +15,8 @@ namespace fastsas {
 
 namespace {
 
-constexpr double kRhoEpsilon = 1e-8;    // METRICS.md, SAS step 3
-constexpr double kZscoreEpsilon = 1e-8;  // METRICS.md, SVCCA
+constexpr double kRhoEpsilon = 1e-8;    // docs/definitions.md, SAS step 3
+constexpr double kZscoreEpsilon = 1e-8;  // docs/definitions.md, SVCCA
 
 // diag(V^T M V) for column-major V (d x d) and M (d x d), through one GEMM.
 Eigen::VectorXd quadratic_diagonal(const Eigen::MatrixXd& m, const Eigen::MatrixXd& v) {
@@ -110,7 +110,7 @@ AlignmentAnalysis analyze(const Moments& moments, int threads, Index cca_dim, bo
   const Index k = std::min({cca_dim, d, n - 1});
   out.svcca_dim = spectral_only ? 0 : k;
 
-  // Z-scored correlation structure for SVCCA: unbiased std + epsilon, as METRICS.md says.
+  // Z-scored correlation structure for SVCCA: unbiased std + epsilon, as docs/definitions.md says.
   Eigen::VectorXd inv_scale_x, inv_scale_y;
   if (!spectral_only) {
     const double unbias = nd / (nd - 1.0);

@@ -1,5 +1,8 @@
-"""Argument checks shared by every public function: clear messages that name the
-argument and say what to do."""
+"""Argument checks shared by every public function, before any work is done: clear
+messages that name the argument and say what to do. One check per kind of argument, so an
+option is accepted or refused the same way by every function that takes it (``ks=5`` by
+``fs.retrieval``, ``fs.audit`` and ``fs.gap.sweep`` alike; ``chunk_rows``, ``threads``,
+... by :func:`check_int`). Depends on NumPy only."""
 from __future__ import annotations
 
 import os
@@ -22,9 +25,25 @@ def default_threads() -> int:
 
 
 def set_num_threads(threads: int | None) -> None:
-    """Set how many worker threads fastsas uses (None: every core this process may use).
+    """Set how many worker threads fastsas uses by default.
 
     Results do not depend on it: reductions run in a fixed block order.
+
+    Parameters
+    ----------
+    threads : int or None
+        A positive number of threads, or None: every core this process may use.
+
+    Raises
+    ------
+    ValueError
+        When `threads` is not a positive integer or None.
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> fs.set_num_threads(1)
+    >>> fs.set_num_threads(None)
     """
     global _threads
     _threads = None if threads is None else resolve_threads(threads)
@@ -83,18 +102,26 @@ def as_embeddings(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:
             arr = np.asarray(x)
         except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
             raise TypeError(f"{name} must be a 2-D array of floats; could not convert it: {exc}") from exc
-    if arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
-    elif arr.dtype.type not in _FLOATS:
-        kind = {"i": "integer", "u": "unsigned integer", "b": "boolean", "c": "complex", "O": "object"}.get(
-            arr.dtype.kind, str(arr.dtype)
-        )
-        raise TypeError(
-            f"{name} must hold float16, float32 or float64 values, got {kind} dtype {arr.dtype}; "
-            f"convert it first, e.g. {name}.astype(np.float32)"
-        )
+    target = computed_dtype(arr.dtype, name)
+    if arr.dtype != target:
+        arr = arr.astype(target)
     check_matrix_shape(arr.shape, name, min_rows)
     return arr
+
+
+def computed_dtype(dtype: Any, name: str, array_module: str = "np") -> np.dtype:
+    """The dtype embeddings of `dtype` are computed in (host and device arrays alike):
+    float32 and float64 as they are, float16 as float32 (converted once); anything else is
+    refused with a TypeError naming `name` (`array_module` is the prefix of the fix shown)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype.type in _FLOATS:
+        return dtype
+    kind = {"i": "integer", "u": "unsigned integer", "b": "boolean", "c": "complex", "O": "object"}.get(
+        dtype.kind, str(dtype))
+    raise TypeError(f"{name} must hold float16, float32 or float64 values, got {kind} dtype {dtype}; "
+                    f"convert it first, e.g. {name}.astype({array_module}.float32)")
 
 
 def check_matrix_shape(shape: tuple, name: str, min_rows: int) -> None:
@@ -111,13 +138,10 @@ def check_matrix_shape(shape: tuple, name: str, min_rows: int) -> None:
         raise ValueError(f"{name} needs at least {min_rows} rows, got {shape[0]}")
 
 
-def as_pair(
-    images: Any, texts: Any, names: tuple[str, str] = ("images", "texts"), *, min_rows: int = 2
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validated paired arrays of one dtype (float32 only when both are float32)."""
-    x = as_embeddings(images, names[0], min_rows=min_rows)
-    y = as_embeddings(texts, names[1], min_rows=min_rows)
-    if x.shape[0] != y.shape[0]:
+def match_pair(x: Any, y: Any, names: tuple[str, str] = ("images", "texts"), *, paired: bool = True) -> tuple[Any, Any]:
+    """The pair rules, for host (NumPy) and device (CuPy) arrays alike: the same dim, the
+    same rows when `paired`, and one dtype (mixed precisions are computed in float64)."""
+    if paired and x.shape[0] != y.shape[0]:
         raise ValueError(
             f"{names[0]} and {names[1]} must be paired row by row: got {x.shape[0]} and {y.shape[0]} rows"
         )
@@ -126,10 +150,43 @@ def as_pair(
             f"{names[0]} and {names[1]} must live in the same embedding space: got dims "
             f"{x.shape[1]} and {y.shape[1]}"
         )
-    if x.dtype != y.dtype:  # mixed precisions are computed in float64
+    if x.dtype != y.dtype:
         x = x.astype(np.float64, copy=False)
         y = y.astype(np.float64, copy=False)
     return x, y
+
+
+def as_pair(images: Any, texts: Any, names: tuple[str, str] = ("images", "texts"), *, min_rows: int = 2,
+            paired: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Validated 2-D float arrays of one dtype (float32 only when both are float32), paired
+    row by row unless `paired` is False (retrieval galleries, the two sets of MMD)."""
+    x = as_embeddings(images, names[0], min_rows=min_rows)
+    y = as_embeddings(texts, names[1], min_rows=min_rows)
+    return match_pair(x, y, names, paired=paired)
+
+
+def is_source(obj: Any) -> bool:
+    """True for a paired source: it has ``n``, ``dim``, ``iter_chunks`` and ``arrays`` (the
+    interface of :mod:`fastsas.io.sources` and of the embedding store).
+
+    Parameters
+    ----------
+    obj : object
+        Anything.
+
+    Returns
+    -------
+    bool
+        Whether `obj` is a paired source.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsas.io import ArrayPairSource, is_source
+    >>> is_source(ArrayPairSource(np.zeros((2, 3)), np.ones((2, 3)))), is_source(np.zeros((2, 3)))
+    (True, False)
+    """
+    return all(hasattr(obj, a) for a in ("n", "dim", "iter_chunks", "arrays"))
 
 
 def check_topq(topq: Any, name: str = "topq") -> float:
@@ -139,23 +196,6 @@ def check_topq(topq: Any, name: str = "topq") -> float:
     if not (0.0 < q <= 1.0):
         raise ValueError(f"{name} must be in (0, 1] (the top fraction of anchor modes kept), got {q}")
     return q
-
-
-def rename_bad_rows(exc: ValueError, names: dict[str, str], *, offset: int = 0, suffix: str = "") -> ValueError:
-    """Re-word a core BadRowsError with the caller's argument names and row numbering."""
-    name = names.get(getattr(exc, "input", ""), "input")
-    rows = [r + offset for r in exc.rows]
-    listed = ", ".join(str(r) for r in rows) + (", ..." if exc.total > len(rows) else "")
-    noun = "row" if exc.total == 1 else "rows"
-    fix = (
-        "drop or repair those rows before computing alignment metrics"
-        if "non-finite" in exc.problem
-        else "remove those rows (an embedding of all zeros usually means a failed encoder call)"
-    )
-    err = ValueError(f"{name} has {exc.problem} in {exc.total} {noun}: {listed}{suffix}; {fix}")
-    err.rows = rows  # type: ignore[attr-defined]
-    err.input = name  # type: ignore[attr-defined]
-    return err
 
 
 def check_number_sequence(value: Any, name: str, *, integers: bool, low: float, high: float | None,
@@ -194,6 +234,21 @@ def check_number_sequence(value: Any, name: str, *, integers: bool, low: float, 
     return tuple(out)
 
 
+def check_ks(ks: Any, n_images: int, n_texts: int) -> tuple[int, ...]:
+    """Retrieval cutoffs: distinct positive integers (a lone integer is one cutoff), none
+    larger than the smaller gallery (R@k would be trivially 1)."""
+    out = check_number_sequence(ks, "ks", integers=True, low=1, high=None, sequence_of="positive integers",
+                                example="(1, 5, 10)", item="k", item_range=">= 1")
+    gallery = min(n_images, n_texts)
+    too_big = [k for k in out if k > gallery]
+    if too_big:
+        raise ValueError(
+            f"ks={tuple(out)} has k larger than the gallery: {too_big} > "
+            f"min(n_images={n_images}, n_texts={n_texts}) = {gallery}; R@k would be trivially 1"
+        )
+    return tuple(out)
+
+
 def one_per_row(values: Any, name: str, rows: int, *, item: str, per: str, counted: str | None = None) -> np.ndarray:
     """`values` as a 1-D array with exactly one `item` per `per` (e.g. one "label" per
     "pair"); `counted` is the word for the elements when the count is wrong (default
@@ -208,67 +263,3 @@ def one_per_row(values: Any, name: str, rows: int, *, item: str, per: str, count
         raise ValueError(f"{name} has {arr.shape[0]} {counted or item + 's'} but there are {rows} {per}s; "
                          f"give one {item} per {per}")
     return arr
-
-
-# -- backends -----------------------------------------------------------------------------------
-BACKENDS = ("auto", "cpu", "cuda")
-
-
-def resolve_backend(backend: Any, *inputs: Any) -> str:
-    """"cpu" or "cuda" for a public function's ``backend`` argument.
-
-    "auto": the GPU when CuPy sees one (or when an input already lives on the GPU), else the
-    CPU, silently. "cuda" without a usable GPU raises RuntimeError saying why and how to
-    install the GPU extra. Importing CuPy happens here, on first use, never at import time.
-    """
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
-    if backend == "cpu":
-        return "cpu"
-    from fastsas import gpu
-
-    if gpu.available():
-        return "cuda"
-    if backend == "cuda":
-        raise RuntimeError(
-            f"backend='cuda' needs a CUDA GPU visible to CuPy, and none is usable: {gpu.unavailable_reason()}. "
-            'Install the GPU extra with pip install "fastsas[gpu]" (CuPy for CUDA 13) on a machine with an '
-            "NVIDIA driver, or use backend='cpu'"
-        )
-    from fastsas.gpu._arrays import is_device_array
-
-    for x in inputs:
-        if is_device_array(x):
-            raise RuntimeError(f"an input lives on a CUDA device but the GPU backend is not usable: "
-                               f"{gpu.unavailable_reason()}")
-    return "cpu"
-
-
-class Result(dict):
-    """A result dict that also says which backend produced it (``.backend``: "cpu" or
-    "cuda"). An attribute, not a key, so code that treats every value as a number (reports,
-    tables, float conversions of the alignment dict) is unaffected; ``dict(result)`` and
-    JSON see the same keys as before."""
-
-    backend: str
-
-    def __init__(self, values: Any = (), backend: str = "cpu"):
-        super().__init__(values)
-        self.backend = backend
-
-    def __reduce__(self):
-        return (Result, (dict(self), self.backend))
-
-
-class Value(float):
-    """A float result that also says which backend produced it (``.backend``)."""
-
-    backend: str
-
-    def __new__(cls, value: float, backend: str = "cpu") -> "Value":
-        out = super().__new__(cls, value)
-        out.backend = backend
-        return out
-
-    def __reduce__(self):
-        return (Value, (float(self), self.backend))

@@ -4,6 +4,7 @@ on stderr saying what to fix)."""
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 import fastsas as fs
-from fastsas._validate import resolve_backend
+from fastsas._dispatch import resolve_backend
 from fastsas.io import NpyPairSource, fingerprint_arrays
 from fastsas.io.strict_json import dumps
 from fastsas.report import parse_formats, write_compare, write_gap_sweep, write_report
@@ -374,13 +375,40 @@ def embed(
                            image_id=image_id, frames=frames, dicom_tags=tags, device=device, precision=precision,
                            batch_size=batch_size, workers=workers, chunk_rows=chunk_rows, overwrite=overwrite,
                            progress=Steps(not quiet))
-    except FileExistsError as exc:
-        raise UserError(str(exc)) from None
+    except (FileExistsError,) + USER_ERRORS as exc:
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise UserError(embed_flags(message)) from None
     except KeyboardInterrupt:
         err_console.print(f"fastsas: interrupted; the rows embedded so far are kept in {out}: run the same command "
                           "again to resume", highlight=False, markup=False)
         raise typer.Exit(130) from None
     _print_embed_summary(result)
+
+
+# The parameters of fastsas.embed (and load_model's model_dir) as flags of `fastsas embed`:
+# the library's messages name its parameters, the command's name its flags.
+EMBED_FLAGS = {"model_dir": "--model", "model": "--model", "images": "--images", "texts": "--texts", "out": "--out",
+               "id_column": "--id-column", "text_column": "--text-column", "image_id": "--image-id",
+               "frames": "--frames", "dicom_tags": "--dicom-tags", "device": "--device", "precision": "--precision",
+               "batch_size": "--batch-size", "workers": "--workers", "chunk_rows": "--chunk-rows",
+               "overwrite": "--overwrite"}
+_NAMES = "|".join(sorted(EMBED_FLAGS, key=len, reverse=True))
+
+
+def embed_flags(message: str) -> str:
+    """An embedding error message with its parameter names as the command's flags:
+    ``name=value`` becomes ``--flag value`` (``overwrite=True``: ``--overwrite``), a
+    parameter with an underscore is replaced wherever it stands, one that is a plain word
+    (images, out, frames, ...) where it opens the message or is followed by "directory"."""
+    def value_form(m: re.Match) -> str:
+        value = m.group(2).strip("'\"")
+        return EMBED_FLAGS[m.group(1)] if value == "True" else f"{EMBED_FLAGS[m.group(1)]} {value}"
+
+    message = re.sub(rf"(?<![\w-])({_NAMES})=('[^']*'|\"[^\"]*\"|[\w:.-]+)", value_form, message)
+    message = re.sub(rf"(?<![\w-])({'|'.join(n for n in EMBED_FLAGS if '_' in n)})\b",
+                     lambda m: EMBED_FLAGS[m.group(1)], message)
+    message = re.sub(rf"^({_NAMES})\b", lambda m: EMBED_FLAGS[m.group(1)], message)
+    return re.sub(rf"\b({_NAMES}) directory\b", lambda m: f"{EMBED_FLAGS[m.group(1)]} directory", message)
 
 
 def _print_embed_summary(result) -> None:

@@ -1,95 +1,210 @@
 """One-call metrics on in-memory (or memory-mapped) paired embeddings. Each is one
-streaming pass through the C++ core; see METRICS.md for the definitions."""
+streaming pass through the engine ``backend`` picks (the C++ core, or the GPU); the
+definitions are in docs/definitions.md."""
 from __future__ import annotations
 
+from string import Template
 from typing import Any
 
-from fastsas._validate import Result, Value, as_pair, check_topq, resolve_backend
+from fastsas import _core, _dispatch
+from fastsas._validate import check_topq, resolve_threads
 from fastsas.moments import Moments
+from fastsas.results import Metric, Metrics
+
+__all__ = ["alignment", "cka", "coral", "delta_cos", "rmg", "sas", "svcca"]
 
 
 def _moments(images: Any, texts: Any, names: tuple[str, str], track_unit_rows: bool, threads: int | None,
              backend: str) -> tuple[Moments, str]:
     """The moments of one pass, and the backend ("cpu" or "cuda") that accumulated them."""
-    kind = resolve_backend(backend, images, texts)
-    try:
-        if kind == "cuda":
-            from fastsas.gpu.moments import moments_of
-
-            return moments_of(images, texts, names, track_unit_rows, threads), kind
-        x, y = as_pair(images, texts, names)
-        m = Moments(x.shape[1], track_unit_rows=track_unit_rows, threads=threads)
-        m.update(x, y)
-    except ValueError as exc:
-        # Moments names its inputs images/texts; say it with the caller's names.
-        msg = str(exc)
-        if names != ("images", "texts") and msg.startswith(("images ", "texts ")):
-            first, rest = msg.split(" ", 1)
-            msg = f"{names[0] if first == 'images' else names[1]} {rest}"
-        raise ValueError(msg) from None
-    return m, kind
+    kind = _dispatch.resolve_backend(backend, images, texts)
+    x, y = _dispatch.as_engine_pair(kind, images, texts, names)
+    core = _dispatch.accumulate(kind, x, y, names, track_unit_rows, resolve_threads(threads))
+    return Moments._from_core(core, threads), kind
 
 
+_PAIR = """    images, texts : array_like, shape (n, d)
+        float16, float32 or float64 embeddings paired row by row (row i of each describes
+        the same item), n >= 2: NumPy arrays or memmaps; with the GPU backend also CuPy
+        arrays or torch CUDA tensors, used in place. float32 is computed with float32 block
+        products accumulated in float64, float64 in float64; mixed precisions in float64."""
+_OPTIONS = """    threads : int or None, optional
+        Worker threads of the core (None: the fastsas default, every core this process may
+        use). The result does not depend on it.
+    backend : {"auto", "cpu", "cuda"}, default "auto"
+        The engine: "auto" is the GPU when CuPy sees one, else the CPU. The result says
+        which one ran in ``.backend``."""
+_RAISES = """    Raises
+    ------
+    TypeError
+        When an input is not an array of floats.
+    ValueError
+        When the shapes do not pair, there are fewer than 2 rows, or a row holds NaN or Inf
+        (or is all zeros where rows are normalised); the message names the rows.
+    RuntimeError
+        When ``backend="cuda"`` and no GPU is usable."""
+
+
+def _documented(function):
+    """Fill the shared parts ($pair, $options, $raises) of a docstring: one text for the
+    arguments every metric of this module takes."""
+    function.__doc__ = Template(function.__doc__).safe_substitute(pair=_PAIR, options=_OPTIONS, raises=_RAISES)
+    return function
+
+
+@_documented
 def sas(anchor: Any, other: Any, topq: float = 0.1, *, threads: int | None = None, backend: str = "auto") -> float:
-    """Directional Spectral Alignment Score SAS(anchor -> other) in [0, 1].
+    """The directional Spectral Alignment Score SAS(anchor -> other), in [0, 1]: how much of
+    the anchor's principal variance the other modality mirrors (docs/definitions.md).
 
-    anchor, other: (n, d) paired embeddings (row i of each describes the same item).
     The anchor's covariance eigenbasis defines the modes; each mode's correlation with the
-    other modality is weighted by the anchor eigenvalue, over the top `topq` of modes.
+    other modality is weighted by the anchor's eigenvalue, over the top `topq` of modes. Only
+    the anchor's eigenproblem is solved. ``fs.sas(images, texts)`` is SAS(I->T),
+    ``fs.sas(texts, images)`` is SAS(T->I). The imbalance SAS(I→T) − SAS(T→I) is negative when the images' own principal variance is less mirrored by the texts than the texts' is by the images (for example, structure that only the images carry), and positive the other way round.
 
+    Parameters
+    ----------
+    anchor, other : array_like, shape (n, d)
+        Paired embeddings (float16/32/64; see :func:`alignment`), n >= 2.
+    topq : float, default 0.1
+        The top fraction of anchor modes kept, in (0, 1].
+$options
+
+    Returns
+    -------
+    Metric
+        A float with ``.backend`` ("cpu" or "cuda").
+
+$raises
+        Also when the anchor has no variance (SAS is undefined).
+
+    Examples
+    --------
     >>> import fastsas as fs
-    >>> x, y = fs.synthetic.paired_embeddings(2000, 32, seed=0)
-    >>> 0 < fs.sas(x, y) <= 1
+    >>> x, y = fs.synthetic.paired_embeddings(2000, 32, image_only_factors=3, seed=0)
+    >>> i2t, t2i = fs.sas(x, y), fs.sas(y, x)
+    >>> 0 <= i2t < t2i <= 1   # structure only the images carry lowers SAS(I->T)
     True
     """
     q = check_topq(topq)
     m, kind = _moments(anchor, other, ("anchor", "other"), False, threads, backend)
-    return Value(m.spectral_profile("i2t").sas(q), kind)
+    # The anchor's eigenproblem only (not the full analysis of both directions and SVCCA).
+    profile = _core.spectral_profile(m._core, anchor="x")
+    return Metric(_core.sas_from_profile(eigenvalues=profile["eigenvalues"], rho=profile["rho"], q=q), kind)
 
 
+@_documented
 def alignment(images: Any, texts: Any, topq: float = 0.1, *, threads: int | None = None,
               backend: str = "auto") -> dict[str, float]:
-    """Every alignment metric in one pass: SAS both ways, symmetric and imbalance, CKA,
-    CORAL, SVCCA, Delta-cos, RMG (both variants), centroid distances and the cone.
+    """Every alignment metric in one pass over the data (docs/definitions.md).
 
-    images, texts: (n, d) float16/32/64 arrays, paired row by row, n >= 2 (NumPy, memmap; with
-    the GPU backend also CuPy arrays or torch CUDA tensors, used in place).
-    backend: "auto" (the GPU when CuPy sees one, else the CPU), "cpu" or "cuda". Every
-    function of this module takes it; the result says which one ran in ``.backend`` (an
-    attribute, so the dict's keys stay what they were).
+    Parameters
+    ----------
+$pair
+    topq : float, default 0.1
+        SAS's top fraction of anchor modes, in (0, 1].
+$options
+
+    Returns
+    -------
+    Metrics
+        A dict (with ``.backend``) of floats: ``sas_i2t``, ``sas_t2i``, ``sas_sym``,
+        ``sas_imbalance``, ``cka``, ``coral``, ``svcca``, ``delta_cos``, ``rmg``,
+        ``rmg_paper``, ``centroid_euclidean``, ``centroid_cosine``, ``cone_images``,
+        ``cone_texts``, ``matched_cosine``; and ``n`` (int, the pairs) and ``topq``. The
+        imbalance SAS(I→T) − SAS(T→I) is negative when the images' own principal variance is less mirrored by the texts than the texts' is by the images (for example, structure that only the images carry), and positive the other way round.
+
+$raises
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> x, y = fs.synthetic.paired_embeddings(2000, 32, image_only_factors=3, seed=0)
+    >>> result = fs.alignment(x, y, backend="cpu")
+    >>> result.backend, result["n"], result["sas_imbalance"] < 0
+    ('cpu', 2000, True)
     """
     q = check_topq(topq)
     m, kind = _moments(images, texts, ("images", "texts"), True, threads, backend)
-    return Result(m.alignment(q), kind)
+    return Metrics(m.alignment(q), kind)
 
 
+@_documented
 def rmg(images: Any, texts: Any, variant: str = "symmetric", *, threads: int | None = None,
         backend: str = "auto") -> float:
-    """Relative modality gap. variant="symmetric" (default) uses cosine distances on both
-    sides; variant="paper" reproduces the published code, which sums cosine *similarity*
-    on the image side and cosine *distance* on the text side (METRICS.md)."""
+    """The relative modality gap (docs/definitions.md, "Pairwise family"), exact in O(n d).
+
+    Parameters
+    ----------
+$pair
+    variant : {"symmetric", "paper"}, default "symmetric"
+        "symmetric" uses cosine distances on both sides; "paper" reproduces the SAS paper's
+        published code, which sums cosine *similarity* on the image side and cosine
+        *distance* on the text side.
+$options
+
+    Returns
+    -------
+    Metric
+        A float with ``.backend``.
+
+$raises
+        Also for an unknown `variant`.
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> x, y = fs.synthetic.paired_embeddings(2000, 32, seed=0)
+    >>> 0 < fs.rmg(x, y) < 1 and fs.rmg(x, y) != fs.rmg(x, y, variant="paper")
+    True
+    """
     if variant not in ("symmetric", "paper"):
         raise ValueError(f'variant must be "symmetric" or "paper", got {variant!r}')
     m, kind = _moments(images, texts, ("images", "texts"), True, threads, backend)
-    return Value(m.analysis()["rmg" if variant == "symmetric" else "rmg_paper"], kind)
+    return Metric(m.analysis()["rmg" if variant == "symmetric" else "rmg_paper"], kind)
 
 
-def _scalar(key: str, doc: str):
+def _scalar(key: str, summary: str, example: str):
     def metric(images: Any, texts: Any, *, threads: int | None = None, backend: str = "auto") -> float:
         m, kind = _moments(images, texts, ("images", "texts"), True, threads, backend)
-        return Value(m.analysis()[key], kind)
+        return Metric(m.analysis()[key], kind)
 
-    metric.__name__ = key
-    metric.__doc__ = doc
+    metric.__name__ = metric.__qualname__ = key
+    metric.__doc__ = f"""{summary}
+
+    Parameters
+    ----------
+{_PAIR}
+{_OPTIONS}
+
+    Returns
+    -------
+    Metric
+        A float with ``.backend``, the ``{key}`` of :func:`alignment`.
+
+{_RAISES}
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> x, y = fs.synthetic.paired_embeddings(2000, 32, seed=0)
+    {example}
+    """
     return metric
 
 
-delta_cos = _scalar("delta_cos", "Mean matched cosine minus mean unmatched cosine (exact, O(n d)).")
-cka = _scalar("cka", "Linear CKA: ||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F).")
-coral = _scalar("coral", "CORAL distance ||Sx - Sy||_F with unbiased covariances.")
+delta_cos = _scalar("delta_cos", "Delta-cos: the mean matched cosine minus the mean unmatched cosine (exact, O(n d)).",
+                    ">>> 0 < fs.delta_cos(x, y) < 1\n    True")
+cka = _scalar("cka", "Linear CKA: ``||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)``, in [0, 1].",
+              ">>> round(fs.cka(x, x), 6)\n    1.0")
+coral = _scalar("coral", "The CORAL distance ``||Sx - Sy||_F`` between the unbiased covariances.",
+                ">>> fs.coral(x, x)\n    0.0")
 svcca = _scalar(
     "svcca",
-    "SVCCA (10 canonical pairs, capped at min(d, n - 1)), computed exactly from the moments.\n\n"
-    "The paper's code takes the top-10 subspace from a randomized SVD without oversampling; "
-    "its values are noisy and biased low, so fastsas does not reproduce them (METRICS.md).",
+    "SVCCA: the mean of the canonical correlations of the top-10 principal subspaces of the\n"
+    "    z-scored modalities (capped at min(10, d, n - 1) pairs), computed exactly from the moments.\n\n"
+    "    The SAS paper's code takes the top-10 subspaces from a randomized SVD without\n"
+    "    oversampling; its values are noisy and biased, so fastsas does not reproduce them\n"
+    "    (docs/definitions.md).",
+    ">>> 0 < fs.svcca(x, y) <= 1\n    True",
 )

@@ -8,8 +8,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from fastsas import _core
-from fastsas._validate import as_pair, check_topq, rename_bad_rows, resolve_backend, resolve_threads
+from fastsas import _core, _dispatch
+from fastsas._badrows import bad_rows_error
+from fastsas._validate import as_pair, check_int, check_topq, resolve_threads
+
+__all__ = ["ALIGNMENT_KEYS", "DEFAULT_QS", "Moments", "SpectralProfile"]
 
 DEFAULT_QS = tuple(round(0.1 * i, 10) for i in range(1, 11))
 
@@ -23,12 +26,31 @@ ALIGNMENT_KEYS = (
 
 @dataclass(frozen=True)
 class SpectralProfile:
-    """Per-mode profile of one SAS direction (anchor -> other), modes by descending
-    anchor eigenvalue. Arrays have length dim.
+    """The per-mode profile of one SAS direction (anchor -> other), modes by descending
+    anchor eigenvalue (docs/definitions.md, "Spectral Alignment Score").
 
-    eigenvalues: l_k of the anchor covariance (biased, negative round-off clipped to 0)
-    a: v_k^T Cov(anchor, other) v_k;  s: v_k^T Cov(other) v_k
-    rho: a_k / sqrt(l_k s_k + 1e-8), the per-mode correlation
+    Attributes
+    ----------
+    direction : str
+        "i2t" (anchor: the images) or "t2i" (anchor: the texts).
+    eigenvalues : ndarray, shape (d,), float64
+        ``l_k`` of the anchor's covariance (biased; negative round-off clipped to 0).
+    a : ndarray, shape (d,), float64
+        ``v_k^T Cov(anchor, other) v_k``.
+    s : ndarray, shape (d,), float64
+        ``v_k^T Cov(other) v_k``.
+    rho : ndarray, shape (d,), float64
+        ``a_k / sqrt(l_k s_k + 1e-8)``, the per-mode correlation.
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> x, y = fs.synthetic.paired_embeddings(2000, 16, image_only_factors=2)
+    >>> profile = fs.Moments(16).update(x, y).spectral_profile("i2t")
+    >>> int(profile.kept(0.25).sum()), round(float(profile.weights(0.25).sum()), 12)
+    (4, 1.0)
+    >>> profile.sas(0.1) == fs.sas(x, y, backend="cpu")
+    True
     """
 
     direction: str
@@ -40,7 +62,7 @@ class SpectralProfile:
     def kept(self, topq: float = 0.1) -> np.ndarray:
         """Boolean mask of the modes SAS keeps at `topq` (l_k >= quantile(l, 1 - topq))."""
         q = check_topq(topq)
-        return self.eigenvalues >= _core.quantile_linear(self.eigenvalues, 1.0 - q)
+        return self.eigenvalues >= _core.quantile_linear(self.eigenvalues, p=1.0 - q)
 
     def weights(self, topq: float = 0.1) -> np.ndarray:
         """Each mode's weight in SAS at `topq`: l_k / sum of kept l, 0 for dropped modes."""
@@ -49,9 +71,11 @@ class SpectralProfile:
         return w / w.sum()
 
     def sas(self, topq: float = 0.1) -> float:
-        return float(_core.sas_from_profile(self.eigenvalues, self.rho, check_topq(topq)))
+        """SAS of this direction at `topq` (the kept modes' |rho| weighted by their eigenvalues)."""
+        return float(_core.sas_from_profile(eigenvalues=self.eigenvalues, rho=self.rho, q=check_topq(topq)))
 
     def to_dict(self) -> dict[str, Any]:
+        """The profile as plain data: ``direction`` and the four arrays as lists."""
         return {
             "direction": self.direction,
             "eigenvalues": self.eigenvalues.tolist(),
@@ -70,22 +94,48 @@ class Moments:
     """Streaming moments of paired embeddings: accumulate chunk by chunk, merge partial
     states from other threads, processes or machines, then compute every metric.
 
+    The state is n, the two means, the joint second moments of ``[images texts]`` (shifted
+    by a pilot mean, float64) and, with `track_unit_rows`, the sums of unit rows and of
+    matched cosines: everything SAS, the covariance family and the pairwise family need
+    (docs/definitions.md). float32 chunks use float32 block products with float64
+    accumulation; float64 chunks are float64 throughout. It pickles, and has a compact
+    versioned byte form (:meth:`to_bytes`).
+
+    Parameters
+    ----------
+    dim : int
+        The embedding dimension d.
+    track_unit_rows : bool, default True
+        Also keep the unit-row sums (Delta-cos, RMG, the cone, the gap): then all-zero
+        rows are refused, since they have no direction.
+    threads : int or None
+        Worker threads of the core for updates and the analysis (None: the fastsas default).
+
+    Raises
+    ------
+    ValueError
+        When `dim` or `threads` is not a positive integer.
+
+    Examples
+    --------
     >>> import numpy as np, fastsas as fs
     >>> rng = np.random.default_rng(0)
     >>> m = fs.Moments(16)
     >>> for _ in range(3):
-    ...     x = rng.standard_normal((100, 16)); m.update(x, x + 0.1 * rng.standard_normal((100, 16)))
-    >>> round(m.alignment()["sas_i2t"], 2)
-    0.99
-
-    update(images, texts): float32 chunks use float32 block products with float64
-    accumulation; float64 chunks are float64 throughout.
+    ...     x = rng.standard_normal((100, 16))
+    ...     _ = m.update(x, x + 0.1 * rng.standard_normal((100, 16)))
+    >>> m
+    Moments(dim=16, n=300)
+    >>> 0.98 < m.alignment()["sas_i2t"] <= 1.0
+    True
+    >>> m2 = fs.Moments.from_bytes(m.to_bytes())
+    >>> m2.n, m2.alignment() == m.alignment()
+    (300, True)
     """
 
     def __init__(self, dim: int, *, track_unit_rows: bool = True, threads: int | None = None):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim must be a positive integer (the embedding dimension), got {dim!r}")
-        self._core = _core.Moments(int(dim), bool(track_unit_rows))
+        dim = check_int(dim, "dim", meaning="the embedding dimension")
+        self._core = _core.Moments(dim, track_unit_rows=bool(track_unit_rows))
         self._threads = threads if threads is None else resolve_threads(threads)
         self._analysis: dict[str, Any] | None = None
         # The core runs without the GIL: concurrent calls on one object take turns.
@@ -94,6 +144,7 @@ class Moments:
     # -- accumulation -------------------------------------------------------------------
     @property
     def dim(self) -> int:
+        """The embedding dimension."""
         return self._core.dim
 
     @property
@@ -103,6 +154,7 @@ class Moments:
 
     @property
     def tracks_unit_rows(self) -> bool:
+        """Whether the unit-row sums are kept (see the class docstring)."""
         return self._core.tracks_unit_rows
 
     def update(self, images: Any, texts: Any) -> "Moments":
@@ -113,11 +165,11 @@ class Moments:
             raise ValueError(f"images has dim {x.shape[1]} but this Moments was created with dim {self.dim}")
         try:
             with self._lock:
-                self._core.update(x, y, resolve_threads(self._threads))
+                self._core.update(x, y, threads=resolve_threads(self._threads))
                 self._analysis = None
         except _core.BadRowsError as exc:
             suffix = f" (rows of this chunk; {self.n} rows were added before it)" if self.n else ""
-            raise rename_bad_rows(exc, {"x": "images", "y": "texts"}, suffix=suffix) from None
+            raise bad_rows_error(exc, {"x": "images", "y": "texts"}, suffix=suffix) from None
         return self
 
     def merge(self, other: "Moments") -> "Moments":
@@ -146,6 +198,7 @@ class Moments:
         return out
 
     def copy(self) -> "Moments":
+        """An independent copy of this state."""
         out = Moments.__new__(Moments)
         with self._lock:
             out._core = self._core.copy()
@@ -157,25 +210,21 @@ class Moments:
     @classmethod
     def from_chunks(cls, chunks: Iterable[tuple[Any, Any]], dim: int | None = None, *, backend: str = "auto",
                     **kwargs: Any) -> "Moments":
-        """Accumulate an iterable of (images_chunk, texts_chunk) pairs.
+        """The Moments of an iterable of (images_chunk, texts_chunk) pairs.
 
-        backend: "auto" (the GPU when CuPy sees one), "cpu" or "cuda". On the GPU, host chunks
-        are streamed through pinned double buffers and device chunks (CuPy, torch CUDA) are used
-        in place; the result is the same `Moments` up to rounding (1e-6 relative for float32).
+        `dim` is needed only when `chunks` may yield nothing; `kwargs` go to the
+        constructor (track_unit_rows, threads). `backend`: "auto" (the GPU when CuPy sees
+        one), "cpu" or "cuda". On the GPU, host chunks are streamed through pinned double
+        buffers and device chunks (CuPy, torch CUDA) are used in place; the result is the
+        same Moments up to rounding (1e-6 relative for float32).
         """
-        if resolve_backend(backend) == "cuda":
-            from fastsas.gpu.moments import GpuMoments
-
-            it = iter(chunks)
-            first = next(it, None)
-            if first is None:
+        if _dispatch.resolve_backend(backend) == "cuda":
+            core = _dispatch.accumulate_chunks(chunks, dim, kwargs.get("track_unit_rows", True))
+            if core is None:
                 if dim is None:
                     raise ValueError("chunks yielded nothing and no dim was given")
                 return cls(dim, **kwargs)
-            size = dim if dim is not None else np.shape(first[0])[1]
-            gm = GpuMoments(size, track_unit_rows=kwargs.get("track_unit_rows", True))
-            gm.update(*first).update_chunks(it)
-            return gm.to_moments(kwargs.get("threads"))
+            return cls._from_core(core, kwargs.get("threads"))
         m: Moments | None = None if dim is None else cls(dim, **kwargs)
         for x, y in chunks:
             if m is None:
@@ -187,9 +236,11 @@ class Moments:
 
     # -- derived statistics ---------------------------------------------------------------
     def mean_images(self) -> np.ndarray:
+        """(d,) float64: the mean image row."""
         return self._core.mean()[: self.dim]
 
     def mean_texts(self) -> np.ndarray:
+        """(d,) float64: the mean text row."""
         return self._core.mean()[self.dim:]
 
     def covariance(self) -> np.ndarray:
@@ -208,7 +259,7 @@ class Moments:
             self._need(2)
             try:
                 with self._lock:
-                    self._analysis = _core.analyze(self._core, resolve_threads(self._threads), 10, False)
+                    self._analysis = _core.analyze(self._core, threads=resolve_threads(self._threads))
             except ValueError as exc:
                 raise ValueError(f"cannot analyse these moments: {exc}") from None
         return self._analysis
@@ -242,7 +293,7 @@ class Moments:
             raise ValueError(f"{what} needs Moments(..., track_unit_rows=True)")
 
     def alignment(self, topq: float = 0.1) -> dict[str, float]:
-        """Every alignment metric of METRICS.md, as a dict of floats (plus n)."""
+        """Every alignment metric of docs/definitions.md, as a dict of floats (plus n)."""
         q = check_topq(topq)
         self._require_unit_rows("alignment()")
         a = self.analysis()
@@ -273,6 +324,8 @@ class Moments:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Moments":
+        """The Moments of a byte form written by :meth:`to_bytes`; ValueError names what is
+        wrong with a truncated, padded or foreign blob."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         data = bytes(data)
@@ -290,7 +343,8 @@ class Moments:
         scatter = np.zeros((d2, d2))
         scatter[np.triu_indices(d2)] = body[3 * d2:]
         m = cls(dim, track_unit_rows=bool(tracks))
-        m._core.restore(count, bool(has_pilot), pilot, shifted_sum, np.asfortranarray(scatter), unit_sum, cos_sum)
+        m._core.restore(count=count, has_pilot=bool(has_pilot), pilot=pilot, shifted_sum=shifted_sum,
+                        shifted_scatter=np.asfortranarray(scatter), unit_sum=unit_sum, matched_cosine_sum=cos_sum)
         return m
 
     def __reduce__(self):

@@ -1,6 +1,6 @@
 """Independent float64 NumPy reference implementation of the fastsas metrics.
 
-Every function here is written straight from ``METRICS.md`` (the single source of
+Every function here is written straight from ``docs/definitions.md`` (the single source of
 truth), deliberately *without* the moment identities the fast implementation uses:
 full n x n matrices are built wherever the definition has them (pairwise cosines,
 RBF kernels, the retrieval similarity matrix), covariances are computed from centred
@@ -36,8 +36,8 @@ __all__ = [
     "retrieval",
 ]
 
-_RHO_EPS = 1e-8   # METRICS.md SAS step 3
-_STD_EPS = 1e-8   # METRICS.md SVCCA z-scoring
+_RHO_EPS = 1e-8   # docs/definitions.md SAS step 3
+_STD_EPS = 1e-8   # docs/definitions.md SVCCA z-scoring
 
 
 # --------------------------------------------------------------------------- helpers
@@ -77,7 +77,7 @@ def _centre(A):
 
 # --------------------------------------------------------------------------- SAS
 def covariances(X, Y):
-    """Biased covariances (divide by n), METRICS.md SAS step 1.
+    """Biased covariances (divide by n), docs/definitions.md SAS step 1.
 
     X, Y: (n, d). Returns ``(Cx, Cy, Cxy)``, each (d, d):
     ``Cx = Xc^T Xc / n``, ``Cy = Yc^T Yc / n``, ``Cxy = Xc^T Yc / n``.
@@ -96,7 +96,7 @@ def _eig_desc(C):
 
 
 def spectral_profile(A, B):
-    """Per-mode profile of SAS(A -> B), METRICS.md SAS steps 1-3 (anchor A).
+    """Per-mode profile of SAS(A -> B), docs/definitions.md SAS steps 1-3 (anchor A).
 
     A, B: (n, d). Returns a dict of length-d arrays, mode k ordered by descending
     eigenvalue of Ca:
@@ -119,7 +119,7 @@ def _check_q(q):
 
 
 def _sas_from_profile(l, rho, q):
-    """METRICS.md SAS steps 4-5 (threshold, weighted mean, clip)."""
+    """docs/definitions.md SAS steps 4-5 (threshold, weighted mean, clip)."""
     t = np.quantile(l, 1.0 - q)            # NumPy default method: linear
     keep = l >= t
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -128,7 +128,7 @@ def _sas_from_profile(l, rho, q):
 
 
 def sas(A, B, q=0.1):
-    """Directional Spectral Alignment Score SAS(A -> B; q), METRICS.md SAS steps 1-5.
+    """Directional Spectral Alignment Score SAS(A -> B; q), docs/definitions.md SAS steps 1-5.
 
     A (anchor), B: (n, d). Threshold ``t = numpy.quantile(l, 1 - q)`` (linear
     interpolation), modes kept ``l_k >= t``; result clipped to [0, 1].
@@ -144,7 +144,7 @@ def sas_straightforward(X, Y, q=0.1):
 
     X, Y: (n, d). For each anchor: centre, eigendecompose the anchor covariance,
     project BOTH centred modalities onto its eigenbasis (two n x d products), and take
-    per-mode covariance / variance of the projected data (METRICS.md SAS steps 1-5).
+    per-mode covariance / variance of the projected data (docs/definitions.md SAS steps 1-5).
     Returns ``(sas_i2t, sas_t2i, sas_sym)`` as floats.
     """
     q = _check_q(q)
@@ -166,7 +166,7 @@ def sas_straightforward(X, Y, q=0.1):
 
 # --------------------------------------------------------------------------- covariance family
 def cka(X, Y):
-    """Linear CKA, METRICS.md Covariance family.
+    """Linear CKA, docs/definitions.md Covariance family.
 
     X, Y: (n, d). ``||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)``.
     """
@@ -180,7 +180,7 @@ def cka(X, Y):
 def coral(X, Y):
     """CORAL distance ``||Sx - Sy||_F`` with unbiased covariances (divide by n - 1).
 
-    X, Y: (n, d). METRICS.md Covariance family.
+    X, Y: (n, d). docs/definitions.md Covariance family.
     """
     X, Y = _pair(X, Y)
     n = X.shape[0]
@@ -194,7 +194,7 @@ def _zscore(A):
 
 
 def svcca(X, Y, cca_dim=10):
-    """SVCCA with an exact SVD and exact CCA, METRICS.md Covariance family.
+    """SVCCA with an exact SVD and exact CCA, docs/definitions.md Covariance family.
 
     X, Y: (n, d). Steps: z-score every column, ``z = (x - mean) / (std_ddof1 + 1e-8)``;
     per modality the top-k principal directions are the top-k right singular vectors
@@ -228,13 +228,13 @@ def svcca(X, Y, cca_dim=10):
 
 
 def centroid_euclidean(X, Y):
-    """``||mean(X) - mean(Y)||_2``. X, Y: (n, d). METRICS.md Covariance family."""
+    """``||mean(X) - mean(Y)||_2``. X, Y: (n, d). docs/definitions.md Covariance family."""
     X, Y = _pair(X, Y)
     return float(np.linalg.norm(X.mean(axis=0) - Y.mean(axis=0)))
 
 
 def centroid_cosine(X, Y):
-    """``1 - cos(mean(X), mean(Y))`` (a distance). X, Y: (n, d). METRICS.md Covariance family.
+    """``1 - cos(mean(X), mean(Y))`` (a distance). X, Y: (n, d). docs/definitions.md Covariance family.
 
     ValueError when either mean is the zero vector.
     """
@@ -248,7 +248,7 @@ def centroid_cosine(X, Y):
 
 # --------------------------------------------------------------------------- pairwise family
 def delta_cos(X, Y):
-    """Delta-cos, METRICS.md Pairwise family (full n x n cosine matrix).
+    """Delta-cos, docs/definitions.md Pairwise family (full n x n cosine matrix).
 
     X, Y: (n, d). ``mean_i x̂_i.ŷ_i - mean_{i != j} x̂_i.ŷ_j``.
     """
@@ -261,7 +261,7 @@ def delta_cos(X, Y):
 
 
 def rmg(X, Y, variant="symmetric"):
-    """Relative modality gap, METRICS.md Pairwise family (full n x n cosine matrices).
+    """Relative modality gap, docs/definitions.md Pairwise family (full n x n cosine matrices).
 
     X, Y: (n, d). ``m = mean_i (1 - x̂_i.ŷ_i)``; ``Dx = sum_{i<j} (1 - x̂_i.x̂_j)``,
     ``Dy`` likewise, ``Sx = sum_{i<j} x̂_i.x̂_j`` (sums over the strict upper triangle).
@@ -271,7 +271,7 @@ def rmg(X, Y, variant="symmetric"):
       *similarity* on the image side and cosine *distance* on the text side; this
       variant reproduces its published numbers.
 
-    Note: implemented literally as METRICS.md writes it, i.e. Dx, Dy, Sx are sums over
+    Note: implemented literally as docs/definitions.md writes it, i.e. Dx, Dy, Sx are sums over
     i < j (n(n-1)/2 pairs) while the divisor is 2 n (n-1).
     """
     X, Y = _pair(X, Y)
@@ -290,7 +290,7 @@ def rmg(X, Y, variant="symmetric"):
 def cone(X):
     """Cone effect: mean pairwise cosine within one modality over i != j.
 
-    X: (n, d). METRICS.md Pairwise family (full n x n cosine matrix).
+    X: (n, d). docs/definitions.md Pairwise family (full n x n cosine matrix).
     """
     X = _as2d(X, "X")
     n = X.shape[0]
@@ -302,7 +302,7 @@ def cone(X):
 def gap_vector(X, Y):
     """Modality gap vector ``mean(X̂) - mean(Ŷ)`` (means of unit rows), shape (d,).
 
-    X: (n, d), Y: (m, d) (row counts may differ). METRICS.md Modality-gap control.
+    X: (n, d), Y: (m, d) (row counts may differ). docs/definitions.md Modality-gap control.
     """
     X = _as2d(X, "X", min_rows=1)
     Y = _as2d(Y, "Y", min_rows=1)
@@ -351,7 +351,7 @@ def _sq_dists(A, B, block=1 << 22):
 
 
 def mmd(x, y, sigma=10.0):
-    """Biased RBF-kernel MMD with the paper's x100 scaling, METRICS.md MMD.
+    """Biased RBF-kernel MMD with the paper's x100 scaling, docs/definitions.md MMD.
 
     x: (n, d), y: (m, d) (row counts may differ). With
     ``K(a, b) = exp(-||a - b||^2 / (2 sigma^2))`` and means over all pairs, i = j included:
@@ -386,7 +386,7 @@ def _ranks(S, match):
 
 
 def retrieval(images, texts, image_ids=None, text_ids=None, ks=(1, 5, 10)):
-    """Bidirectional cosine retrieval, METRICS.md Retrieval (full similarity matrix).
+    """Bidirectional cosine retrieval, docs/definitions.md Retrieval (full similarity matrix).
 
     images: (n_img, d), texts: (n_txt, d). Rows are L2-normalised; ``S = Xn @ Yn.T``
     (n_img, n_txt). An image and a text match when their ids are equal; by default

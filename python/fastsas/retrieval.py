@@ -1,59 +1,17 @@
-"""Exact bidirectional cosine retrieval (METRICS.md "Retrieval"), streamed through tiles of
-one GEMM in the C++ core: never an n x n matrix in memory."""
+"""Exact bidirectional cosine retrieval (docs/definitions.md, "Retrieval"), streamed through
+tiles of one GEMM in the C++ core (or on the GPU): never an n x n matrix in memory."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import numpy as np
 
-from fastsas import _core
-from fastsas._validate import (Result, as_embeddings, check_number_sequence, one_per_row, rename_bad_rows,
-                               resolve_backend, resolve_threads)
+from fastsas import _dispatch
+from fastsas._labels import encode_ids
+from fastsas._validate import check_int, check_ks, resolve_threads
+from fastsas.results import Metrics
 
-__all__ = ["retrieval"]
-
-_NAMES = {"x": "images", "y": "texts"}
-
-
-def _as_id_array(ids: Any, name: str, rows: int, side: str) -> np.ndarray:
-    return one_per_row(ids, name, rows, item="id", per=f"{side} row")
-
-
-def _codes(image_ids: Any, text_ids: Any, n_images: int, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Equal ids -> equal int32 codes (ids may be ints, strings or any hashable values)."""
-    a = _as_id_array(image_ids, "image_ids", n_images, "image")
-    b = _as_id_array(text_ids, "text_ids", n_texts, "text")
-    kinds_numeric = a.dtype.kind in "iub" and b.dtype.kind in "iub"
-    kinds_string = a.dtype.kind in "US" and b.dtype.kind == a.dtype.kind
-    if kinds_numeric or kinds_string:
-        _, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
-        inverse = inverse.reshape(-1).astype(np.int32)
-        return inverse[:n_images], inverse[n_images:]
-    # Anything else (floats, objects, mixed kinds): Python equality through a dict.
-    table: dict[Any, int] = {}
-    out = []
-    for name, arr in (("image_ids", a), ("text_ids", b)):
-        codes = np.empty(arr.shape[0], dtype=np.int32)
-        for i, v in enumerate(arr.tolist()):
-            try:
-                codes[i] = table.setdefault(v, len(table))
-            except TypeError as exc:
-                raise TypeError(f"{name}[{i}] = {v!r} is not hashable; ids must be hashable values") from exc
-        out.append(codes)
-    return out[0], out[1]
-
-
-def _check_ks(ks: Any, n_images: int, n_texts: int) -> tuple[int, ...]:
-    out = check_number_sequence(ks, "ks", integers=True, low=1, high=None, sequence_of="positive integers",
-                                example="(1, 5, 10)", item="k", item_range=">= 1")
-    gallery = min(n_images, n_texts)
-    too_big = [k for k in out if k > gallery]
-    if too_big:
-        raise ValueError(
-            f"ks={tuple(out)} has k larger than the gallery: {too_big} > "
-            f"min(n_images={n_images}, n_texts={n_texts}) = {gallery}; R@k would be trivially 1"
-        )
-    return tuple(out)
+__all__ = ["ground_truth_codes", "rank_summary", "retrieval"]
 
 
 def _check_tile(tile: Any) -> tuple[int, int]:
@@ -72,12 +30,41 @@ def _check_tile(tile: Any) -> tuple[int, int]:
 
 def ground_truth_codes(image_ids: Any, text_ids: Any, n_images: int,
                        n_texts: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The checked id codes of both sides (see _codes), or (None, None) for the default
-    ground truth row i <-> row i. Shared by fs.retrieval and fastsas.dask."""
+    """The checked ground truth of a retrieval: int32 id codes of both sides (equal codes
+    match; coded by the one encoder, ``fastsas._labels.encode_ids``), or (None, None) for the
+    default row i <-> row i. Shared by fs.retrieval, fs.audit and fastsas.dask.
+
+    Parameters
+    ----------
+    image_ids, text_ids : array_like or None
+        One id per image and per text, or both None.
+    n_images, n_texts : int
+        The rows of each side.
+
+    Returns
+    -------
+    tuple
+        (image codes, text codes), int32 arrays, or (None, None).
+
+    Raises
+    ------
+    ValueError
+        When only one side has ids, the counts differ without ids, an id is NaN, or no
+        image id equals any text id.
+    TypeError
+        When an id is not hashable.
+
+    Examples
+    --------
+    >>> from fastsas.retrieval import ground_truth_codes
+    >>> ground_truth_codes(["a", "b", "a"], ["b", "a"], 3, 2)
+    (array([0, 1, 0], dtype=int32), array([1, 0], dtype=int32))
+    """
     if (image_ids is None) != (text_ids is None):
         given = "image_ids" if image_ids is not None else "text_ids"
         missing = "text_ids" if image_ids is not None else "image_ids"
-        raise ValueError(f"{given} was given but {missing} was not: give both id arrays, or neither")
+        raise ValueError(f"{given} was given but {missing} was not: give both image_ids and text_ids, or neither "
+                         "(default: row i <-> row i)")
     if image_ids is None:
         if n_images != n_texts:
             raise ValueError(
@@ -85,7 +72,7 @@ def ground_truth_codes(image_ids: Any, text_ids: Any, n_images: int,
                 "row i of images matches row i of texts, so give ids when the counts differ"
             )
         return None, None
-    icodes, tcodes = _codes(image_ids, text_ids, n_images, n_texts)
+    icodes, tcodes = encode_ids(image_ids, text_ids, n_images, n_texts)
     if not np.isin(icodes, tcodes).any():
         raise ValueError("no image id equals any text id (image_ids vs text_ids): nothing to retrieve")
     return icodes, tcodes
@@ -104,99 +91,92 @@ def retrieval(
     tile: int | tuple[int, int] | None = None,
     backend: str = "auto",
 ) -> dict[str, Any]:
-    """Exact bidirectional cosine retrieval: R@k, rSum, median / mean rank and MRR.
+    """Exact bidirectional cosine retrieval: R@k, rSum, median / mean rank and MRR
+    (docs/definitions.md, "Retrieval"), streamed through tiles: never an n x m matrix.
 
-    images: (n_images, d), texts: (n_texts, d) float16/32/64 arrays (float32 and float64
-    are computed in their own precision without a copy of the input; mixed precisions in
-    float64). Rows are L2-normalised (zero-norm and non-finite rows are refused, naming them).
+    Parameters
+    ----------
+    images : array_like, shape (n_images, d)
+        float16/32/64 image embeddings (float32 and float64 are computed in their own
+        precision without a copy; mixed precisions in float64). Rows are L2-normalised;
+        zero-norm and non-finite rows are refused, naming them. With the GPU backend also
+        CuPy arrays or torch CUDA tensors.
+    texts : array_like, shape (n_texts, d)
+        The text embeddings, likewise.
+    image_ids, text_ids : array_like or None
+        The ground truth: an image and a text match when their ids are equal (ints,
+        strings or any hashable values; one per row). Both None (the default): row i of
+        `images` matches row i of `texts`. COCO (5 captions per image): ``image_ids =
+        arange(n_images)`` and ``text_ids`` the image of every caption; several images per
+        report likewise.
+    ks : int or sequence of int, default (1, 5, 10)
+        Distinct cutoffs k >= 1, none above the smaller gallery.
+    return_ranks : bool, default False
+        Also return every ranked query's rank.
+    return_topk : int, default 0
+        Also return every query's k most similar candidates (CPU only; costs threads *
+        n_texts * k extra memory).
+    threads : int or None
+        Worker threads (None: the fastsas default). The result does not depend on it.
+    tile : int or (int, int) or None
+        Rows per tile, or (image rows, text columns); the result does not depend on it.
+    backend : {"auto", "cpu", "cuda"}, default "auto"
+        The engine. On the GPU the tiles are fp16 GEMMs with float32 accumulation and every
+        pair within the proven rounding band of a threshold is re-decided exactly, so the
+        ranks are the CPU engine's (fastsas.gpu.retrieval explains the bound).
 
-    Ground truth: an image and a text match when their ids are equal. By default (both ids
-    None) row i of ``images`` matches row i of ``texts``. COCO (5 captions per image): give
-    ``image_ids = arange(n_images)`` and ``text_ids`` the image of every caption; several
-    images per report works the same way. Ids may be ints, strings or any hashable values.
+    Returns
+    -------
+    Metrics
+        A dict (with ``.backend``): ``i2t_r{k}``, ``t2i_r{k}`` (fractions in [0, 1]) for
+        every k; ``rsum`` = 100 * sum over `ks` of (I->T R@k + T->I R@k);
+        ``i2t_median_rank``, ``t2i_median_rank``, ``i2t_mean_rank``, ``t2i_mean_rank``,
+        ``i2t_mrr``, ``t2i_mrr``; ``n_images``, ``n_texts``; ``i2t_unmatched``,
+        ``t2i_unmatched`` (queries without any match, left out of the metrics). With
+        `return_ranks` also ``i2t_ranks`` (int64, the ranks of the matched image queries in
+        row order), ``i2t_queries`` (their rows), ``t2i_ranks``, ``t2i_queries``. With
+        `return_topk` = k also ``i2t_topk`` (n_images, k) text rows (best first, ties by the
+        smaller row), ``i2t_topk_sim`` their similarities, and ``t2i_topk``,
+        ``t2i_topk_sim`` (n_texts, k), padded with -1 / NaN when the gallery is smaller.
 
-    rank of a query = 1 + the number of non-matching candidates strictly more similar than
-    the query's best match (ties count in the query's favour; a match never counts against
-    its query). Queries with no match are excluded from every metric and counted in
-    ``i2t_unmatched`` / ``t2i_unmatched``.
+    Raises
+    ------
+    TypeError
+        When an input is not an array of floats, or ids are not hashable.
+    ValueError
+        When the dims differ, the ids do not fit the rows or match nothing, a k is too
+        large, a row is non-finite or zero, or ``return_topk`` is asked of the GPU.
+    RuntimeError
+        When ``backend="cuda"`` and no GPU is usable.
 
-    Returns a dict: ``i2t_r{k}``, ``t2i_r{k}`` (fractions in [0, 1]) for every k in ``ks``;
-    ``rsum`` = 100 * sum over ``ks`` of (i2t R@k + t2i R@k) (METRICS.md's rSum with the
-    default ks = (1, 5, 10)); ``i2t_median_rank``, ``t2i_median_rank``, ``i2t_mean_rank``,
-    ``t2i_mean_rank``, ``i2t_mrr``, ``t2i_mrr``; ``n_images``, ``n_texts``,
-    ``i2t_unmatched``, ``t2i_unmatched``. With ``return_ranks`` also ``i2t_ranks`` (int64,
-    the ranks of the *matched* image queries only, in row order, as the NumPy reference
-    returns them), ``i2t_queries`` (their row numbers), and ``t2i_ranks`` / ``t2i_queries``
-    likewise over texts. With ``return_topk=k`` also ``i2t_topk`` (n_images, k) text rows,
-    best first, ``i2t_topk_sim`` their cosine similarities, and ``t2i_topk`` /
-    ``t2i_topk_sim`` (n_texts, k) (padded with -1 / NaN when the gallery is smaller than k;
-    costs threads * n_texts * k extra memory).
+    Notes
+    -----
+    The rank of a query is 1 + the number of non-matching candidates strictly more similar
+    than the query's best match: ties count in the query's favour, and a match never counts
+    against its own query, whatever the rounding.
 
-    ``threads``: worker threads (None: the fastsas default). ``tile``: rows per tile, or
-    (image rows, text columns); results do not depend on either.
-
-    ``backend``: "auto" (the GPU when CuPy sees one, else the CPU), "cpu" or "cuda". On the
-    GPU (inputs may also be CuPy arrays or torch CUDA tensors) the tiles are fp16 GEMMs with
-    float32 accumulation and every pair within the proven rounding band of a threshold is
-    re-decided exactly, so the ranks are the CPU engine's (fastsas.gpu.retrieval explains the
-    bound); ``return_topk`` needs the CPU. The result says which backend ran in ``.backend``.
-
+    Examples
+    --------
     >>> import numpy as np, fastsas as fs
     >>> rng = np.random.default_rng(0)
     >>> x = rng.standard_normal((1000, 64)).astype(np.float32)
     >>> r = fs.retrieval(x, x + 0.5 * rng.standard_normal(x.shape).astype(np.float32))
     >>> 0.0 <= r["i2t_r1"] <= r["i2t_r5"] <= r["i2t_r10"] <= 1.0
     True
+    >>> coco = fs.retrieval(x[:200], x[np.arange(1000) // 5], image_ids=np.arange(200), text_ids=np.arange(1000) // 5)
+    >>> coco["n_texts"], coco["t2i_r1"]
+    (1000, 1.0)
     """
-    kind = resolve_backend(backend, images, texts)
-    if kind == "cuda" and backend == "auto" and return_topk:
-        # Top-k lists are a CPU feature: "auto" keeps host inputs on the CPU for them.
-        from fastsas.gpu._arrays import is_device_array
-
-        if not (is_device_array(images) or is_device_array(texts)):
-            kind = "cpu"
-    if kind == "cuda":
-        from fastsas.gpu._arrays import is_device_array
-        from fastsas.gpu.moments import device_pair
-
-        if is_device_array(images) or is_device_array(texts):
-            x, y = device_pair(images, texts, min_rows=1, paired=False)
-        else:
-            x = as_embeddings(images, "images", min_rows=1)
-            y = as_embeddings(texts, "texts", min_rows=1)
-    else:
-        x = as_embeddings(images, "images", min_rows=1)
-        y = as_embeddings(texts, "texts", min_rows=1)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"images and texts must live in the same embedding space: got dims {x.shape[1]} and {y.shape[1]}"
-        )
-    if x.dtype != y.dtype:
-        x = x.astype(np.float64, copy=False)
-        y = y.astype(np.float64, copy=False)
+    kind = _dispatch.retrieval_backend(backend, images, texts, return_topk)
+    x, y = _dispatch.as_engine_pair(kind, images, texts, min_rows=1, paired=False)
     n_images, n_texts = int(x.shape[0]), int(y.shape[0])
     icodes, tcodes = ground_truth_codes(image_ids, text_ids, n_images, n_texts)
-    ks = _check_ks(ks, n_images, n_texts)
-    if isinstance(return_topk, bool) or not isinstance(return_topk, (int, np.integer)) or return_topk < 0:
-        raise ValueError(f"return_topk must be a non-negative integer, got {return_topk!r}")
+    ks = check_ks(ks, n_images, n_texts)
+    return_topk = check_int(return_topk, "return_topk", low=0)
     tile_rows, tile_cols = _check_tile(tile)
-    nthreads = resolve_threads(threads)
-
-    if kind == "cuda":
-        if return_topk:
-            raise ValueError("return_topk is only available with backend='cpu' (the GPU backend computes ranks "
-                             "only); pass backend='cpu' to get the top-k lists")
-        from fastsas.gpu.retrieval import retrieval_ranks
-
-        ranks = retrieval_ranks(x, y, icodes, tcodes, tile=(tile_rows, tile_cols) if tile_rows else None)
-        core = {"image_ranks": ranks[0], "text_ranks": ranks[1]}
-    else:
-        try:
-            core = _core.retrieval(x, y, icodes, tcodes, tile_rows, tile_cols, nthreads, int(return_topk))
-        except _core.BadRowsError as exc:
-            raise rename_bad_rows(exc, _NAMES) from None
-
-    out = Result(rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks), kind)
+    core = _dispatch.retrieval_ranks(kind, x, y, icodes, tcodes, tile_rows=tile_rows, tile_cols=tile_cols,
+                                     threads=resolve_threads(threads), topk=return_topk)
+    out = Metrics(rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks), kind)
     if return_topk:
         out["i2t_topk"] = core["image_topk"]
         out["i2t_topk_sim"] = core["image_topk_sim"]
@@ -207,8 +187,33 @@ def retrieval(
 
 def rank_summary(image_ranks: np.ndarray, text_ranks: np.ndarray, ks: tuple[int, ...],
                  return_ranks: bool) -> dict[str, Any]:
-    """The retrieval dict from every query's rank (0: no match), one array per direction;
-    fastsas.dask builds the same dict from ranks computed on a cluster."""
+    """The retrieval dict of :func:`retrieval` from every query's rank (0: no match), one array
+    per direction; fastsas.dask builds the same dict from ranks computed on a cluster.
+
+    Parameters
+    ----------
+    image_ranks : ndarray, shape (n_images,), int64
+        The rank of every image query (0 for a query without a match).
+    text_ranks : ndarray, shape (n_texts,), int64
+        The same for the text queries.
+    ks : tuple of int
+        The cutoffs (checked).
+    return_ranks : bool
+        Also return the ranks and rows of the matched queries.
+
+    Returns
+    -------
+    dict
+        The keys of :func:`retrieval` (without the top-k lists).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsas.retrieval import rank_summary
+    >>> r = rank_summary(np.array([1, 3, 0]), np.array([1, 1, 2]), (1, 2), False)
+    >>> r["i2t_r1"], r["i2t_unmatched"], r["t2i_r2"], r["rsum"]
+    (0.5, 1, 1.0, 266.66666666666663)
+    """
     out: dict[str, Any] = {"n_images": int(image_ranks.shape[0]), "n_texts": int(text_ranks.shape[0])}
     for name, all_ranks in (("i2t", image_ranks), ("t2i", text_ranks)):
         queries = np.flatnonzero(all_ranks > 0)

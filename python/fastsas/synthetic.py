@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["demo_archive", "paired_embeddings"]
+
 
 def paired_embeddings(
     n: int,
@@ -30,13 +32,50 @@ def paired_embeddings(
     seed: int = 0,
     dtype: type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(images, texts), each (n, dim) in `dtype`, row i of each describing item i.
+    """Synthetic paired embeddings with known structure: (images, texts), row i of each
+    describing item i (see the module docstring for the model).
 
-    shared_factors: latent factors seen by both, with standard deviations from 3 down to 1.
-    image_only_factors / text_only_factors: factors seen by one modality only, with
-        standard deviation `extra_scale`, in directions orthogonal to the shared ones.
-    noise: std of isotropic noise; cone: norm of the common offset (larger -> higher mean
-        pairwise cosine); gap: norm of the opposite per-modality offsets.
+    Parameters
+    ----------
+    n : int
+        Pairs.
+    dim : int, default 64
+        The embedding dimension; at least the number of factors plus 2.
+    shared_factors : int, default 8
+        Latent factors both modalities see, with standard deviations from 3 down to 1.
+    image_only_factors, text_only_factors : int, default 0
+        Factors only one modality sees, with standard deviation `extra_scale`, in directions
+        orthogonal to the shared ones: they make the imbalance negative (images) or positive
+        (texts).
+    extra_scale : float, default 3.0
+        Their standard deviation.
+    noise : float, default 0.3
+        Standard deviation of isotropic noise.
+    cone : float, default 4.0
+        Norm of the common offset (larger: a higher mean pairwise cosine).
+    gap : float, default 1.0
+        Norm of the opposite per-modality offsets (the modality gap).
+    seed : int, default 0
+        The random seed.
+    dtype : type, default numpy.float32
+        The dtype of the arrays.
+
+    Returns
+    -------
+    tuple of ndarray
+        (images, texts), each (n, dim) of `dtype`.
+
+    Raises
+    ------
+    ValueError
+        When `dim` is too small for the factors and offsets.
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> x, y = fs.synthetic.paired_embeddings(2000, 32, image_only_factors=3)
+    >>> x.shape, x.dtype, fs.sas(x, y) < fs.sas(y, x)
+    ((2000, 32), dtype('float32'), True)
     """
     if n < 1 or dim < 1:
         raise ValueError(f"n and dim must be positive, got n={n}, dim={dim}")
@@ -74,14 +113,35 @@ DEMO_SITES = ("north", "south", "east")
 
 def demo_archive(n: int = 20_000, dim: int = 128, *, mismatch_fraction: float = 0.005,
                  seed: int = 0) -> dict:
-    """A hospital-like synthetic archive: one image and one report embedding per study,
-    with metadata columns, a known imbalance (the images carry factors the reports do not
-    describe), subgroups that differ in alignment, and a few planted mismatches (reports
-    filed against the wrong study).
+    """A hospital-like synthetic archive: one image and one report embedding per study, with
+    metadata columns, a known imbalance (the images carry factors the reports do not
+    describe), subgroups that differ in alignment (ultrasound reports describe their images
+    less well), and a few planted mismatches (reports filed against the wrong study).
 
-    Returns a dict: images, texts ((n, dim) float32), metadata (dict of 1-D arrays:
-    study_id, modality, body_part, site, year), planted (sorted row indices whose report
-    was swapped with another planted row's).
+    Parameters
+    ----------
+    n : int, default 20000
+        Studies.
+    dim : int, default 128
+        The embedding dimension, at least 22.
+    mismatch_fraction : float, default 0.005
+        The share of studies whose reports are swapped among themselves.
+    seed : int, default 0
+        The random seed.
+
+    Returns
+    -------
+    dict
+        ``images``, ``texts``: (n, dim) float32; ``metadata``: a dict of 1-D arrays
+        ``study_id``, ``modality``, ``body_part``, ``site``, ``year``; ``planted``: the sorted
+        rows whose report was swapped with another planted row's.
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> demo = fs.synthetic.demo_archive(1000, 32)
+    >>> sorted(demo["metadata"]), demo["images"].shape, len(demo["planted"])
+    (['body_part', 'modality', 'site', 'study_id', 'year'], (1000, 32), 5)
     """
     rng = np.random.default_rng(seed)
     images, texts = paired_embeddings(n, dim, shared_factors=16, image_only_factors=4, extra_scale=2.0,

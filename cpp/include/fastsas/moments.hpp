@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -27,7 +28,15 @@ struct MatrixView {
   const T& operator()(Index r, Index c) const { return data[r * row_stride + c * col_stride]; }
 };
 
-// Raised for rows the metrics cannot use. `input` is "x" or "y" (X and Y of METRICS.md).
+// What BadRowsError says of a row, and how many of its rows it lists (the first, ascending).
+// The Python layer words every bad-row message with these (fastsas._core.NON_FINITE_ROWS,
+// ZERO_NORM_ROWS, BAD_ROWS_SHOWN), whichever engine found the rows.
+inline constexpr const char* kNonFiniteRows = "non-finite values (NaN or Inf)";
+inline constexpr const char* kZeroNormRows = "zero-norm rows (no direction to normalise)";
+inline constexpr std::size_t kBadRowsShown = 10;
+
+// Raised for rows the metrics cannot use. `input` is "x" or "y" (X and Y of
+// docs/definitions.md).
 class BadRowsError : public std::invalid_argument {
  public:
   BadRowsError(std::string input, std::string problem, std::vector<Index> rows, Index total);

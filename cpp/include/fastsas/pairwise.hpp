@@ -1,7 +1,7 @@
 // The pairwise kernels that truly need n^2 work: exact bidirectional cosine retrieval ranks
 // and the exact RBF MMD. Both stream tiles of an (n x m) product through one GEMM per tile
 // (OpenBLAS, in the input's own precision) and reduce each tile on the fly, so memory is
-// O(tile + (n + m) d) whatever n is. Definitions: shared/METRICS.md ("Retrieval", "MMD").
+// O(tile + (n + m) d) whatever n is. Definitions: docs/definitions.md ("Retrieval", "MMD").
 #pragma once
 
 #include <cstdint>

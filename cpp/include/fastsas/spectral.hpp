@@ -1,5 +1,5 @@
 // The Spectral Alignment Score and the covariance-family metrics, all from Moments.
-// Definitions: shared/METRICS.md (versioned as kDefinitionsVersion).
+// Definitions: docs/definitions.md (versioned as kDefinitionsVersion).
 #pragma once
 
 #include <Eigen/Core>
@@ -8,7 +8,10 @@
 
 namespace fastsas {
 
-inline constexpr const char* kDefinitionsVersion = "fastsas-metrics/1";
+inline constexpr const char* kDefinitionsVersion = "fastsas-metrics/2";
+
+// Canonical pairs SVCCA averages (capped at min(dim, count - 1)).
+inline constexpr Index kSvccaDims = 10;
 
 // Per-mode profile of one direction, anchor A -> other B, modes by descending eigenvalue.
 struct SpectralProfile {
@@ -46,7 +49,12 @@ SpectralProfile spectral_profile(const Eigen::MatrixXd& cov_anchor, const Eigen:
 
 // Full analysis. Requires count() >= 2. `spectral_only`: both profiles and CKA only. `cca_dim` canonical pairs for SVCCA (capped at
 // min(dim, count - 1)); `threads` workers run the independent eigenproblems side by side.
-AlignmentAnalysis analyze(const Moments& moments, int threads, Index cca_dim = 10,
+AlignmentAnalysis analyze(const Moments& moments, int threads, Index cca_dim = kSvccaDims,
                           bool spectral_only = false);
+
+// The profile of one direction only, anchored on X (`image_anchor`) or on Y: one
+// eigendecomposition, what SAS in that direction needs. Bit-identical to the same direction
+// of analyze(). Requires count() >= 2.
+SpectralProfile anchor_profile(const Moments& moments, bool image_anchor);
 
 }  // namespace fastsas

@@ -36,7 +36,7 @@ class NoPixelDataError(ValueError):
 class DicomFrames:
     frames: list[np.ndarray]  # uint8 (rows, cols, 3) each
     tags: dict[str, str]  # the requested header values, "" where absent
-    header_id: dict[str, str]  # every string-like header value, looked up for --image-id dicom:...
+    header_id: dict[str, str]  # every string-like header value, looked up for image_id='dicom:...'
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -184,12 +184,38 @@ def _colour_to_rgb8(frame: np.ndarray, ds) -> np.ndarray:
 
 def read_dicom(path: str | os.PathLike, frames: str = "first",
                tags: tuple[str, ...] = DEFAULT_TAGS, header_keys: tuple[str, ...] = ()) -> DicomFrames:
-    """Decode a DICOM file into 8-bit RGB display frames (see the module docstring).
+    """Decode a DICOM file into 8-bit RGB display frames through the standard's grayscale
+    pipeline (see the module docstring).
 
-    frames: "first" or "all". tags: header keywords returned as strings ("" where absent).
-    header_keys: further keywords returned in ``header_id`` (for ids taken from the header).
-    Raises NoPixelDataError for an object without pixel data, and pydicom's or NumPy's
-    errors for a file that cannot be decoded (the caller logs and skips it)."""
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    frames : {"first", "all"}, default "first"
+        The first frame, or every frame of a multi-frame object.
+    tags : tuple of str
+        Header keywords returned as strings ("" where absent).
+    header_keys : tuple of str
+        Further keywords returned in ``header_id`` (for ids taken from the header).
+
+    Returns
+    -------
+    DicomFrames
+        ``frames`` (uint8 (rows, cols, 3) arrays), ``tags``, ``header_id``.
+
+    Raises
+    ------
+    NoPixelDataError
+        For an object without pixel data; pydicom's or NumPy's errors for a file that cannot
+        be decoded (the pipeline logs and skips it).
+
+    Examples
+    --------
+    >>> from fastsas.embedding import read_dicom                    # doctest: +SKIP
+    >>> d = read_dicom("study/1.dcm", tags=("Modality",))           # doctest: +SKIP
+    >>> d.frames[0].dtype, d.tags                                   # doctest: +SKIP
+    (dtype('uint8'), {'Modality': 'CR'})
+    """
     import pydicom
 
     ds = pydicom.dcmread(path)

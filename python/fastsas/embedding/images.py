@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastsas.embedding.dicom import is_dicom
+
 __all__ = ["IMAGE_SUFFIXES", "DICOM_SUFFIXES", "image_kind", "read_image"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -23,8 +25,6 @@ _HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 def image_kind(path: str | os.PathLike) -> str | None:
     """"image", "dicom" or None (not an image fastsas reads): by suffix, and for files
     without a known suffix by the DICOM preamble."""
-    from fastsas.embedding.dicom import is_dicom
-
     suffix = Path(path).suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return "image"
@@ -46,9 +46,36 @@ def _frame_to_rgb8(frame) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike, frames: str = "first") -> list[np.ndarray]:
-    """Decode an image file into uint8 (rows, cols, 3) frames: the first, or every page of
-    a multi-page TIFF with frames="all". Pillow's errors propagate (the caller logs and
-    skips the file)."""
+    """Decode an image file into uint8 RGB frames: the first, or every page of a multi-page TIFF.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A PNG, JPEG or TIFF file.
+    frames : {"first", "all"}, default "first"
+        The first frame, or every page.
+
+    Returns
+    -------
+    list of ndarray
+        (rows, cols, 3) uint8 frames (high-bit-depth grayscale is scaled from its own
+        min..max).
+
+    Raises
+    ------
+    OSError
+        Pillow's errors for a file that cannot be decoded (the pipeline logs and skips it).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from PIL import Image
+    >>> from fastsas.embedding import read_image
+    >>> path = tempfile.mkdtemp() + "/a.png"
+    >>> Image.fromarray(np.zeros((4, 5), np.uint8)).save(path)
+    >>> [f.shape for f in read_image(path)]
+    [(4, 5, 3)]
+    """
     from PIL import Image, ImageOps, ImageSequence
 
     with Image.open(path) as img:

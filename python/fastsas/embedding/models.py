@@ -49,7 +49,31 @@ def _offline() -> None:
 # -- the registry ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Family:
-    """A model family: how to load it and how its texts were tokenised in training."""
+    """A model family: how to load it and how its texts were tokenised in training.
+
+    Attributes
+    ----------
+    name : str
+        The family's name (clip, siglip, siglip2, align, chinese_clip, transformers, open_clip).
+    loader : str
+        "transformers" or "open_clip".
+    model_types : tuple of str
+        The config.json ``model_type`` values that select it (transformers).
+    text_padding : str
+        "longest" or "max_length" (SigLIP and ALIGN were trained on padded texts).
+    text_max_length : int or None
+        Tokens; None: the tokenizer's own model_max_length.
+    about : str
+        One line for ``describe_families``.
+    text_inputs : tuple of str or None
+        The tokenizer outputs the model was trained with (None: all).
+
+    Examples
+    --------
+    >>> from fastsas.embedding import FAMILIES
+    >>> FAMILIES["siglip"].text_padding, FAMILIES["siglip"].text_max_length
+    ('max_length', 64)
+    """
 
     name: str
     loader: str  # "transformers" or "open_clip"
@@ -80,11 +104,24 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 
 
 def describe_families() -> str:
+    """One line per model family: its name and what fastsas does for it.
+
+    Returns
+    -------
+    str
+        The lines (for ``fastsas embed --help``).
+
+    Examples
+    --------
+    >>> from fastsas.embedding import describe_families
+    >>> describe_families().splitlines()[0].split()[0]
+    'clip'
+    """
     return "\n".join(f"{f.name:<13} {f.about}" for f in FAMILIES.values())
 
 
 def _model_error(model_dir: Path, reason: str) -> ValueError:
-    return ValueError(f"--model {model_dir}: {reason}")
+    return ValueError(f"model_dir {model_dir}: {reason}")
 
 
 def _read_json(path: Path, model_dir: Path) -> dict:
@@ -117,7 +154,7 @@ def detect_family(model_dir: str | os.PathLike) -> Family:
     """The family of a local model directory, from its files (see the module docstring)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"--model {model_dir}: no such directory (give a local model directory; "
+        raise FileNotFoundError(f"model_dir {model_dir}: no such directory (give a local model directory; "
                                 "nothing is downloaded)")
     if (model_dir / _OPEN_CLIP_CONFIG).is_file():
         return FAMILIES["open_clip"]
@@ -153,10 +190,10 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available to this torch "
-                         f"({torch.__version__}); use --device cpu")
+        raise ValueError(f"device={device!r}: CUDA is not available to this torch "
+                         f"({torch.__version__}); use device='cpu'")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return device
 
 
@@ -170,10 +207,10 @@ def resolve_dtype(precision: str, device: str):
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if precision not in table:
-        raise ValueError(f"--precision must be auto, float32, bf16 or fp16, got {precision!r}")
+        raise ValueError(f"precision must be 'auto', 'float32', 'bf16' or 'fp16', got {precision!r}")
     dtype = table[precision]
     if device == "cpu" and dtype != torch.float32:
-        raise ValueError(f"--precision {precision} is for GPUs; on the CPU use float32 (or auto)")
+        raise ValueError(f"precision={precision!r} is for GPUs; on the CPU use precision='float32' (or 'auto')")
     return dtype
 
 
@@ -188,9 +225,17 @@ def _unit_rows(features) -> np.ndarray:
 
 # -- the encoder interface ------------------------------------------------------------------------------
 class Encoder:
-    """A loaded dual encoder. ``preprocess`` (picklable, runs in DataLoader workers) turns
-    uint8 RGB frames into the model's inputs; ``encode_images`` / ``encode_texts`` return
-    unit float32 rows of dimension ``dim``."""
+    """A loaded dual encoder. ``preprocess`` (picklable, runs in DataLoader workers) turns uint8
+    RGB frames into the model's inputs; ``encode_images`` / ``encode_texts`` return unit
+    float32 rows of dimension ``dim``. Made by :func:`load_model`.
+
+    Examples
+    --------
+    >>> from fastsas.embedding import load_model                    # doctest: +SKIP
+    >>> encoder = load_model("models/clip", device="cpu")           # doctest: +SKIP
+    >>> encoder.encode_texts(["a chest radiograph"]).shape          # doctest: +SKIP
+    (1, 512)
+    """
 
     family: Family
     model_dir: Path
@@ -200,12 +245,15 @@ class Encoder:
     preprocess: Callable[[list[np.ndarray]], dict[str, np.ndarray]]
 
     def encode_images(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """(batch, dim) unit float32 rows of preprocessed images (``preprocess``'s output)."""
         raise NotImplementedError
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) unit float32 rows, tokenised as the family was trained."""
         raise NotImplementedError
 
     def describe(self) -> str:
+        """``family:directory name``, recorded in the store's manifest."""
         return f"{self.family.name}:{self.model_dir.name}"
 
 
@@ -338,7 +386,7 @@ def _import_open_clip(model_dir: Path):
     try:
         import open_clip
     except ImportError as exc:
-        raise ImportError(f"--model {model_dir} is an open_clip checkpoint and open_clip cannot be imported "
+        raise ImportError(f"model_dir {model_dir} is an open_clip checkpoint and open_clip cannot be imported "
                           f"({exc}); install the openclip extra: pip install 'fastsas[openclip]' (torch 2.14.1 with "
                           "torchvision 0.29.1, in an environment without the embed extra's torch 2.13)") from None
     return open_clip
@@ -460,7 +508,41 @@ class OpenClipEncoder(Encoder):
 
 
 def load_model(model_dir: str | os.PathLike, *, device: str = "auto", precision: str = "auto") -> Encoder:
-    """Load a local dual encoder (see the module docstring); errors name --model and the fix."""
+    """Load a local dual encoder (see the module docstring), never from the network.
+
+    Parameters
+    ----------
+    model_dir : str or os.PathLike
+        A directory saved with ``save_pretrained`` (transformers) or an open_clip checkpoint
+        (``open_clip_config.json`` + weights).
+    device : str, default "auto"
+        "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+    precision : str, default "auto"
+        "auto" (bf16, else fp16, on a GPU; float32 on the CPU), "float32", "bf16", "fp16".
+
+    Returns
+    -------
+    Encoder
+        The encoder.
+
+    Raises
+    ------
+    FileNotFoundError
+        When `model_dir` is not a directory.
+    ValueError
+        When the model cannot be loaded safely (code shipped with it, unreadable weights,
+        missing processor files), or for a bad `device` or `precision`; the message names
+        the parameter and the fix.
+    ImportError
+        For an open_clip checkpoint without the openclip extra.
+
+    Examples
+    --------
+    >>> from fastsas.embedding import load_model                    # doctest: +SKIP
+    >>> encoder = load_model("models/siglip-base", device="cpu")    # doctest: +SKIP
+    >>> encoder.family.name, encoder.dim                            # doctest: +SKIP
+    ('siglip', 768)
+    """
     model_dir = Path(model_dir).expanduser()
     family = detect_family(model_dir)
     device = resolve_device(device)

@@ -34,9 +34,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from fastsas._validate import check_int
 from fastsas.embedding.dicom import DEFAULT_TAGS, NoPixelDataError, read_dicom
 from fastsas.embedding.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, image_kind, read_image
-from fastsas.embedding.texts import read_texts
+from fastsas.embedding.models import Encoder, load_model
+from fastsas.embedding.texts import ID_COLUMNS, pick_column, read_table, read_texts
+from fastsas.io.atomic import write_atomic
+from fastsas.store import MANIFEST, EmbeddingStore
 
 __all__ = ["EmbedResult", "Skipped", "embed", "list_images"]
 
@@ -49,6 +53,23 @@ _TEXT_CACHE = 65536  # text embeddings kept for ids that may come again (several
 
 @dataclass(frozen=True)
 class Skipped:
+    """A file an embed run could not use, as listed in ``skipped.csv``.
+
+    Attributes
+    ----------
+    file : str
+        Its path under the images root.
+    id : str
+        Its id ("" where it could not be known).
+    reason : str
+        Why it was skipped.
+
+    Examples
+    --------
+    >>> from fastsas.embedding import Skipped
+    >>> Skipped("s1/a.dcm", "S1", "no pixel data").reason
+    'no pixel data'
+    """
     file: str  # path under the images root
     id: str  # "" where it could not be known
     reason: str
@@ -56,8 +77,40 @@ class Skipped:
 
 @dataclass(frozen=True)
 class EmbedResult:
-    """What an embed run did. ``rows`` is the store's size now; ``rows_embedded`` and
-    ``texts_embedded`` count this run's model work (0 for a finished store re-run)."""
+    """What an embed run did.
+
+    Attributes
+    ----------
+    store : Path
+        The store directory.
+    model, family, device : str
+        The model directory, its family (clip, siglip, ...) and the device it ran on.
+    dim : int
+        The embedding dimension.
+    rows : int
+        The store's rows now.
+    rows_embedded, texts_embedded : int
+        This run's model work (0 for a finished store run again).
+    files_total, files_done_before : int
+        Image files in the archive, and those already embedded before this run.
+    skipped : tuple of Skipped
+        Files that could not be used.
+    skip_log : Path
+        Where they are listed (``skipped.csv`` in the store).
+    texts_without_images : int
+        Texts whose id no image has.
+    seconds : float
+        The run's wall time.
+    resumed : bool
+        Whether an existing store was continued.
+
+    Examples
+    --------
+    >>> from fastsas.embedding import EmbedResult       # doctest: +SKIP
+    >>> result = fastsas.embed("models/clip", "archive/images", "archive/reports.csv", "store/")  # doctest: +SKIP
+    >>> sorted(result.to_dict())[:3]                    # doctest: +SKIP
+    ['device', 'dim', 'family']
+    """
 
     store: Path
     model: str
@@ -76,6 +129,7 @@ class EmbedResult:
     device: str
 
     def to_dict(self) -> dict:
+        """Every field as plain data (paths as strings, skipped files as dicts)."""
         d = asdict(self)
         d["store"], d["skip_log"] = str(self.store), str(self.skip_log)
         d["skipped"] = [asdict(s) for s in self.skipped]
@@ -109,20 +163,18 @@ def _check_image_id(image_id: str) -> None:
         return
     if image_id.startswith("dicom:") and image_id[6:].isidentifier():
         return
-    raise ValueError(f"image_id (--image-id) must be stem, parent or dicom:<Keyword> (e.g. dicom:AccessionNumber), "
+    raise ValueError(f"image_id must be 'stem', 'parent' or 'dicom:<Keyword>' (e.g. 'dicom:AccessionNumber'), "
                      f"got {image_id!r}")
 
 
 def _listing(path: Path, id_column: str | None) -> list[ImageItem]:
     """An images listing: a CSV/Parquet table with a `path` column (relative to the
     listing's folder, or absolute) and an id column."""
-    from fastsas.embedding.texts import ID_COLUMNS, _pick, _read_table
-
-    table = _read_table(path)
+    table = read_table(path)
     columns = list(table.column_names)
     if "path" not in columns:
         raise ValueError(f"images: the listing {path} has no 'path' column (columns: {', '.join(columns)})")
-    id_name = _pick(columns, id_column, ID_COLUMNS, "id_column (--id-column)", path)
+    id_name = pick_column(columns, id_column, ID_COLUMNS, "id_column", path)
     items = []
     for p, i in zip(table.column("path").to_pylist(), table.column(id_name).to_pylist()):
         full = Path(p) if Path(p).is_absolute() else path.parent / p
@@ -133,9 +185,44 @@ def _listing(path: Path, id_column: str | None) -> list[ImageItem]:
 
 def list_images(images: str | os.PathLike, image_id: str = "stem",
                 id_column: str | None = None) -> tuple[list[ImageItem], int]:
-    """The archive's images in a fixed order (sorted paths), and the number of files that
-    are not images fastsas reads (ignored). `images` is a folder (searched recursively), one
-    file, or a CSV/Parquet listing."""
+    """The archive's images in a fixed order (sorted paths), and the number of files that are not
+    images fastsas reads (ignored).
+
+    Parameters
+    ----------
+    images : str or os.PathLike
+        A folder (searched recursively), one file, or a CSV/Parquet listing with a ``path``
+        column (relative to the listing's folder, or absolute) and an id column.
+    image_id : str, default "stem"
+        How an image gets its id: "stem" (the file name without its image suffix), "parent"
+        (its folder: one folder per study) or "dicom:<Keyword>" (a header value, read later).
+    id_column : str or None
+        The id column of a listing (default: id or study_id).
+
+    Returns
+    -------
+    tuple
+        (items, ignored): one item per image with ``path``, ``key`` (the path under the root),
+        ``id`` (None for ids from the DICOM header) and ``kind`` ("image" or "dicom").
+
+    Raises
+    ------
+    FileNotFoundError
+        When `images` does not exist.
+    ValueError
+        For a bad `image_id`, or a folder without images.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from fastsas.embedding import list_images
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("S1/a.png", "S1/b.png", "S2/c.dcm", "notes.txt"):
+    ...     (root / name).parent.mkdir(exist_ok=True); _ = (root / name).write_bytes(b"")
+    >>> items, ignored = list_images(root, image_id="parent")
+    >>> [(i.key, i.id, i.kind) for i in items], ignored
+    ([('S1/a.png', 'S1', 'image'), ('S1/b.png', 'S1', 'image'), ('S2/c.dcm', 'S2', 'dicom')], 1)
+    """
     _check_image_id(image_id)
     path = Path(images).expanduser()
     if not path.exists():
@@ -190,10 +277,10 @@ class ImageDataset:
             if self.header_key:
                 ident = d.header_id[self.header_key]
                 if not ident:
-                    raise ValueError(f"the DICOM header has no {self.header_key} (--image-id dicom:{self.header_key})")
+                    raise ValueError(f"the DICOM header has no {self.header_key} (image_id='dicom:{self.header_key}')")
             return d.frames, d.tags, ident
         if self.header_key:
-            raise ValueError(f"--image-id dicom:{self.header_key} needs DICOM files; this is a {item.kind} file")
+            raise ValueError(f"image_id='dicom:{self.header_key}' needs DICOM files; this is a {item.kind} file")
         return read_image(item.path, self.frames), {t: "" for t in self.tags}, item.id
 
     def __getitem__(self, i: int) -> dict:
@@ -240,25 +327,23 @@ def _stored_options(store) -> dict | None:
 def _check_same_job(store, options: dict) -> None:
     stored = _stored_options(store)
     if stored is None:
-        raise ValueError(f"out: {store.path} is an embedding store that fastsas embed did not write; choose a new "
-                         "--out directory")
+        raise ValueError(f"out: {store.path} is an embedding store that fastsas embed did not write; choose "
+                         "another out directory")
     differ = [k for k in ("model_fingerprint", "dim", "id_column", "image_id", "frames", "dicom_tags")
               if stored.get(k) != options.get(k)]
     if differ:
         detail = ", ".join(f"{k}: {stored.get(k)!r} there, {options.get(k)!r} now" for k in differ)
         raise ValueError(f"out: {store.path} was embedded with other options ({detail}); resume with the same "
-                         "model and options, or pass --overwrite (overwrite=True) to start again")
+                         "model and options, or pass overwrite=True to start again")
 
 
 def _open_store(out: Path, options: dict, tags: Sequence[str], chunk_rows: int, overwrite: bool, resume: bool):
     import pyarrow as pa
 
-    from fastsas.store import MANIFEST, EmbeddingStore
-
     if out.exists() and (out / MANIFEST).exists() and not overwrite:
         if not resume:
             raise FileExistsError(f"out: {out} already holds an embedding store; resume it (the default), pass "
-                                  "--overwrite to start again, or choose a new --out")
+                                  "overwrite=True to start again, or choose another out directory")
         store = EmbeddingStore.open(out, mode="a")
         try:
             _check_same_job(store, options)
@@ -285,8 +370,6 @@ def _done_rows(store) -> tuple[set[tuple[str, int]], str | None]:
 
 
 def _write_skip_log(path: Path, skipped: Iterable[Skipped]) -> None:
-    from fastsas.io.atomic import write_atomic
-
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["file", "id", "reason"])
@@ -399,20 +482,12 @@ def _todo(items: list[ImageItem], done: set, last_done: str | None, frames: str)
 
 
 def _load_encoder(model: Any, device: str, precision: str):
-    from fastsas.embedding.models import Encoder, load_model
-
     if isinstance(model, Encoder):
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a local model directory (str or Path) or a loaded encoder from "
                         f"fastsas.embedding.load_model, got {type(model).__name__}")
     return load_model(model, device=device, precision=precision)
-
-
-def _positive(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _default_workers() -> int:
@@ -424,43 +499,83 @@ def embed(model: Any, images: str | os.PathLike, texts: str | os.PathLike, out: 
           frames: str = "first", dicom_tags: Sequence[str] = DEFAULT_TAGS, device: str = "auto",
           precision: str = "auto", batch_size: int = 32, workers: int | None = None, chunk_rows: int = 4096,
           resume: bool = True, overwrite: bool = False, progress: Callable | None = None) -> EmbedResult:
-    """Embed an archive of images and texts with a local model into an EmbeddingStore.
+    """Embed an archive of images and texts with a local model into an
+    :class:`~fastsas.store.EmbeddingStore`, resumably (see the module docstring).
 
-    model: a local model directory (transformers or open_clip; see
-    fastsas.embedding.models) or an encoder from fastsas.embedding.load_model.
-    images: a folder of PNG/JPEG/TIFF/DICOM files (recursive), one file, or a CSV/Parquet
-    listing with a ``path`` and an id column. texts: a CSV/Parquet table with an id column
-    and a text column, or a folder of ``<id>.txt`` files. out: the store directory.
-    id_column / text_column: column names (default: id or study_id / text, report or
-    caption); the store's id column takes the texts' id column name. image_id: how an
-    image gets its id: "stem", "parent" or "dicom:<Keyword>" (see the module docstring).
-    frames: "first" or "all" frames of multi-frame DICOM and TIFF. dicom_tags: header
-    keywords kept as string columns (when the archive has DICOM files). device: auto (CUDA
-    when present), cpu, cuda[:N]. precision: auto (bf16, else fp16, on GPU; float32 on
-    CPU), float32, bf16, fp16; the embeddings are float32 and L2-normalised either way.
-    batch_size: images (and texts) per forward pass. workers: DataLoader worker processes
-    decoding and preprocessing (default min(4, cores - 1); 0 decodes in this process).
-    chunk_rows: rows per store chunk, the unit of commit. resume: continue a store this
-    function wrote (only the missing rows are embedded); overwrite: start it again.
-    progress: a ``progress(iterable, description, total)`` hook (the CLI's bars).
+    Parameters
+    ----------
+    model : str, os.PathLike or Encoder
+        A local model directory (transformers or open_clip; see fastsas.embedding.models),
+        or an encoder from :func:`load_model`.
+    images : str or os.PathLike
+        A folder of PNG/JPEG/TIFF/DICOM files (recursive), one file, or a CSV/Parquet
+        listing with a ``path`` and an id column.
+    texts : str or os.PathLike
+        A CSV/Parquet table with an id column and a text column, or a folder of
+        ``<id>.txt`` files.
+    out : str or os.PathLike
+        The store directory (an existing one written by this function is resumed).
+    id_column, text_column : str or None
+        Column names (default: id or study_id / text, report or caption); the store's id
+        column takes the texts' id column name.
+    image_id : str, default "stem"
+        How an image gets its id: "stem", "parent" or "dicom:<Keyword>".
+    frames : {"first", "all"}, default "first"
+        The frames of multi-frame DICOM and TIFF files embedded (one row each).
+    dicom_tags : sequence of str
+        DICOM keywords kept as string columns (when the archive has DICOM files).
+    device : str, default "auto"
+        "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
+    precision : str, default "auto"
+        "auto" (bf16, else fp16, on a GPU; float32 on the CPU), "float32", "bf16", "fp16";
+        the embeddings are float32 and L2-normalised either way.
+    batch_size : int, default 32
+        Images (and texts) per forward pass.
+    workers : int or None
+        DataLoader worker processes decoding and preprocessing (default min(4, cores - 1);
+        0 decodes in this process).
+    chunk_rows : int, default 4096
+        Rows per store chunk, the unit of commit.
+    resume : bool, default True
+        Continue a store this function wrote (only the missing rows are embedded).
+    overwrite : bool, default False
+        Start an existing store again.
+    progress : callable or None
+        A ``progress(iterable, description, total)`` hook (the CLI's bars).
 
-    >>> result = fastsas.embed("models/clip", "archive/images", "archive/reports.csv", "store/")  # doctest: +SKIP
-    >>> result.rows, result.skip_log  # doctest: +SKIP
+    Returns
+    -------
+    EmbedResult
+        What the run did.
+
+    Raises
+    ------
+    FileNotFoundError, FileExistsError, TypeError, ValueError, ImportError
+        For bad arguments (named by their parameter: ``model_dir``, ``image_id``, ...;
+        ``fastsas embed`` names its flags instead), models that cannot be loaded safely, or
+        a store written with other options. Files that cannot be used are skipped and
+        logged, never raised.
+
+    Examples
+    --------
+    >>> import fastsas                                                        # doctest: +SKIP
+    >>> result = fastsas.embed("models/clip", "archive/images", "archive/reports.csv", "store/",
+    ...                        image_id="parent")                             # doctest: +SKIP
+    >>> result.rows, result.skip_log                                          # doctest: +SKIP
     """
     start = time.perf_counter()
     if frames not in ("first", "all"):
-        raise ValueError(f"frames (--frames) must be 'first' or 'all', got {frames!r}")
-    batch_size = _positive(batch_size, "batch_size (--batch-size)")
-    chunk_rows = _positive(chunk_rows, "chunk_rows (--chunk-rows)")
-    workers = _default_workers() if workers is None else int(workers)
-    if workers < 0:
-        raise ValueError(f"workers (--workers) must be >= 0, got {workers}")
+        raise ValueError(f"frames must be 'first' or 'all', got {frames!r}")
+    batch_size = check_int(batch_size, "batch_size", meaning="images per forward pass")
+    chunk_rows = check_int(chunk_rows, "chunk_rows", meaning="rows per store chunk")
+    workers = _default_workers() if workers is None else check_int(workers, "workers", low=0, allow_none=True,
+                                                                   meaning="decoding worker processes")
     text_map, id_name = read_texts(texts, id_column, text_column)
     items, _ = list_images(images, image_id, id_column)
     tags = tuple(dicom_tags) if any(it.kind == "dicom" for it in items) else ()
     for t in tags:
         if not str(t).isidentifier():
-            raise ValueError(f"dicom_tags (--dicom-tags): {t!r} is not a DICOM keyword such as Modality")
+            raise ValueError(f"dicom_tags: {t!r} is not a DICOM keyword such as Modality")
     encoder = _load_encoder(model, device, precision)
     options = _job_options(encoder, id_name, image_id, frames, tags)
     out = Path(out).expanduser()

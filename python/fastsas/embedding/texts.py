@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ID_COLUMNS", "TEXT_COLUMNS", "read_texts"]
+__all__ = ["ID_COLUMNS", "TEXT_COLUMNS", "pick_column", "read_table", "read_texts"]
 
 ID_COLUMNS = ("id", "study_id")  # tried in this order when id_column is not given
 TEXT_COLUMNS = ("text", "report", "caption")
 
 
-def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], option: str, path: Path) -> str:
+def pick_column(columns: list[str], wanted: str | None, defaults: tuple[str, ...], option: str, path: Path) -> str:
     if wanted is not None:
         if wanted not in columns:
             raise ValueError(f"{option}={wanted!r}: {path} has no such column (columns: {', '.join(columns)})")
@@ -24,7 +24,7 @@ def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], opt
                      f"(columns: {', '.join(columns)})")
 
 
-def _read_table(path: Path):
+def read_table(path: Path):
     import pyarrow as pa
     import pyarrow.csv
     import pyarrow.parquet
@@ -71,8 +71,37 @@ def _read_folder(path: Path) -> dict[str, str]:
 
 def read_texts(path: str | os.PathLike, id_column: str | None = None,
                text_column: str | None = None) -> tuple[dict[str, str], str]:
-    """The texts of an archive as {id: text} (ids as strings) and the id column's name
-    ("id" for a folder of .txt files unless id_column names another)."""
+    """The texts of an archive as {id: text} (ids as strings), and the id column's name.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A CSV or Parquet table (every CSV column is read as text: an id "00123" stays a
+        string), or a folder of ``<id>.txt`` files.
+    id_column, text_column : str or None
+        The columns (default: id or study_id / text, report or caption).
+
+    Returns
+    -------
+    tuple
+        ({id: text}, the id column's name: "id" for a folder unless `id_column` names another).
+
+    Raises
+    ------
+    FileNotFoundError
+        When `path` does not exist.
+    ValueError
+        For a missing column, an empty id, or an id that appears twice.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from fastsas.embedding import read_texts
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "reports.csv"
+    >>> _ = path.write_text("study_id,report\\n007,no acute findings\\n")
+    >>> read_texts(path)
+    ({'007': 'no acute findings'}, 'study_id')
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"texts: {path}: no such file or folder")
@@ -80,10 +109,10 @@ def read_texts(path: str | os.PathLike, id_column: str | None = None,
         return _read_folder(path), id_column or "id"
     if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ValueError(f"texts: {path} is not a .csv or .parquet table, nor a folder of .txt files")
-    table = _read_table(path)
+    table = read_table(path)
     columns = list(table.column_names)
-    id_name = _pick(columns, id_column, ID_COLUMNS, "id_column (--id-column)", path)
-    text_name = _pick(columns, text_column, TEXT_COLUMNS, "text_column (--text-column)", path)
+    id_name = pick_column(columns, id_column, ID_COLUMNS, "id_column", path)
+    text_name = pick_column(columns, text_column, TEXT_COLUMNS, "text_column", path)
     if id_name == text_name:
         raise ValueError(f"texts: the id column and the text column are both {id_name!r}")
     ids = _as_strings(table.column(id_name).to_pylist(), "id", path)

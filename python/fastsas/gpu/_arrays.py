@@ -1,53 +1,19 @@
 """Getting data onto the GPU: device arrays (CuPy, or anything with DLPack such as torch CUDA
 tensors) are used where they are, without a copy; host arrays (NumPy, memmap) and chunk
 iterators are streamed through two pinned buffers on a copy stream, so the transfer of one
-chunk overlaps the compute on the previous one. Also the bad-row reporting shared by the GPU
-kernels, worded exactly like the CPU engine's."""
+chunk overlaps the compute on the previous one. Bad rows found by the GPU kernels are
+reported through fastsas._badrows, worded exactly like the CPU engine's."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from fastsas._validate import check_matrix_shape, rename_bad_rows
+from fastsas._badrows import NON_FINITE, ZERO_NORM, BadRowCollector, BadRows
+from fastsas._validate import check_matrix_shape, computed_dtype, match_pair
 
-# The problems the CPU engine names, in the order it reports them.
-NON_FINITE = "non-finite values (NaN or Inf)"
-ZERO_NORM = "zero-norm rows (no direction to normalise)"
-_SHOWN = 10
-
-
-class BadRows(ValueError):
-    """The GPU counterpart of the core's BadRowsError (same attributes), for rename_bad_rows."""
-
-    def __init__(self, input: str, problem: str, rows: list[int], total: int):
-        super().__init__(f"{problem} in {total} rows")
-        self.input, self.problem, self.rows, self.total = input, problem, rows, total
-
-
-class BadRowCollector:
-    """Gathers per-row findings chunk by chunk; `raise_if_any` raises the first finding in the
-    CPU's order of report (findings listed in that order), naming up to 10 rows."""
-
-    def __init__(self, findings: list[tuple[str, str]]):
-        self._findings = findings
-        self._rows: list[list[int]] = [[] for _ in findings]
-        self._total = [0] * len(findings)
-
-    def add(self, which: int, rows: np.ndarray, offset: int = 0) -> None:
-        self._total[which] += int(rows.size)
-        room = _SHOWN - len(self._rows[which])
-        if room > 0:
-            self._rows[which].extend(int(r) + offset for r in rows[:room])
-
-    @property
-    def any(self) -> bool:
-        return any(self._total)
-
-    def raise_if_any(self, names: dict[str, str], suffix: str = "") -> None:
-        for (input, problem), rows, total in zip(self._findings, self._rows, self._total):
-            if total:
-                raise rename_bad_rows(BadRows(input, problem, rows, total), names, suffix=suffix) from None
+__all__ = ["BadRowCollector", "BadRows", "NON_FINITE", "PinnedStream", "ZERO_NORM", "as_device", "common_dtype",
+           "cupy_module", "device_pair", "is_device_array", "row_stride", "to_device"]
 
 
 def cupy_module():
@@ -83,15 +49,22 @@ def as_device(x: Any, name: str, min_rows: int = 0):
             x = cp.from_dlpack(x)
         except Exception as exc:  # noqa: BLE001 - report any intake failure the same way
             raise TypeError(f"{name} is a device array CuPy cannot take through DLPack: {exc}") from exc
-    if x.dtype == cp.float16:
-        x = x.astype(cp.float32)
-    elif x.dtype not in (cp.float32, cp.float64):
-        raise TypeError(f"{name} must hold float16, float32 or float64 values, got dtype {x.dtype}; "
-                        f"convert it first, e.g. {name}.astype(cupy.float32)")
+    target = computed_dtype(x.dtype, name, "cupy")
+    if x.dtype != target:
+        x = x.astype(target)
     check_matrix_shape(x.shape, name, min_rows)
     if x.shape[0] > 0 and (x.strides[1] != x.itemsize or x.strides[0] % x.itemsize):
         x = cp.ascontiguousarray(x)
     return x
+
+
+def device_pair(images: Any, texts: Any, names: tuple[str, str] = ("images", "texts"), *, min_rows: int = 2,
+                paired: bool = True):
+    """Validated device (CuPy) views of two device inputs, with the CPU's checks and messages
+    (fastsas._validate.match_pair)."""
+    x = as_device(images, names[0], min_rows)
+    y = as_device(texts, names[1], min_rows)
+    return match_pair(x, y, names, paired=paired)
 
 
 def to_device(x: Any, name: str):

@@ -14,6 +14,8 @@ from fastsas.gpu._arrays import NON_FINITE, BadRowCollector
 from fastsas.gpu._blas import COMPUTE_32F, COMPUTE_64F, gemm_nt
 from fastsas.gpu._kernels import kernel
 
+__all__ = ["DEFAULT_TILE", "mmd"]
+
 DEFAULT_TILE = 8192
 _SLOTS_PER_SM = 8
 

@@ -16,39 +16,60 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from fastsas._validate import as_embeddings
+from fastsas import _core
+from fastsas._validate import as_embeddings, check_int
 from fastsas.gpu import _arrays
 from fastsas.gpu._arrays import NON_FINITE, ZERO_NORM, BadRowCollector, PinnedStream
 from fastsas.gpu._blas import batched_gram
 from fastsas.gpu._kernels import kernel
+from fastsas.moments import Moments
 
-BLOCK_ROWS = 2048  # the CPU engine's Moments::kBlockRows: same blocks, same rounding per block
+__all__ = ["BLOCK_ROWS", "GpuMoments", "SLAB_BLOCKS"]
+
+BLOCK_ROWS = _core.BLOCK_ROWS  # the CPU engine's Moments::kBlockRows: same blocks, same rounding per block
 SLAB_BLOCKS = 16   # blocks per slab: rows shifted and multiplied per round of kernels
-_NAMES = {"x": "images", "y": "texts"}
 
 
 class GpuMoments:
-    """Streaming moments accumulated on the GPU; `to_moments()` gives the `fs.Moments`.
+    """Streaming moments accumulated on the GPU, with the CPU engine's semantics (see the module
+    docstring); :meth:`to_moments` gives the :class:`fastsas.Moments` of the same state.
 
-    >>> import fastsas as fs                                   # doctest: +SKIP
-    >>> m = fs.gpu.GpuMoments(768).update(images, texts)       # doctest: +SKIP
-    >>> m.to_moments().alignment()["sas_i2t"]                  # doctest: +SKIP
+    Parameters
+    ----------
+    dim : int
+        The embedding dimension.
+    track_unit_rows : bool, default True
+        As :class:`fastsas.Moments`.
+    chunk_rows : int, default 32768
+        Rows per pinned, double-buffered chunk when host arrays are streamed.
+    names : tuple of str, default ("images", "texts")
+        The two inputs' names in bad-row messages.
 
+    Raises
+    ------
+    ValueError
+        When `dim` or `chunk_rows` is not a positive integer; bad rows in :meth:`update`.
+
+    Notes
+    -----
     update(images, texts) takes CuPy arrays or torch CUDA tensors (used in place, through
-    DLPack) or host arrays (NumPy, memmap), which are streamed through pinned, double-
-    buffered chunks of `chunk_rows` rows. `update_chunks` takes an iterable of host or device
-    (images, texts) pairs.
+    DLPack) or host arrays (NumPy, memmap), streamed through pinned, double-buffered chunks.
+
+    Examples
+    --------
+    >>> import fastsas as fs                                                   # doctest: +SKIP
+    >>> x, y = fs.synthetic.paired_embeddings(100_000, 768)                    # doctest: +SKIP
+    >>> m = fs.gpu.GpuMoments(768).update(x, y)                                # doctest: +SKIP
+    >>> m.to_moments().alignment()["sas_i2t"] - fs.alignment(x, y, backend="cpu")["sas_i2t"]  # doctest: +SKIP
     """
 
-    def __init__(self, dim: int, *, track_unit_rows: bool = True, chunk_rows: int = _arrays.DEFAULT_CHUNK_ROWS):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim must be a positive integer (the embedding dimension), got {dim!r}")
-        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    def __init__(self, dim: int, *, track_unit_rows: bool = True, chunk_rows: int = _arrays.DEFAULT_CHUNK_ROWS,
+                 names: tuple[str, str] = ("images", "texts")):
+        self.dim = check_int(dim, "dim", meaning="the embedding dimension")
+        self.chunk_rows = check_int(chunk_rows, "chunk_rows")
         cp = _arrays.cupy_module()
-        self.dim = int(dim)
         self.track_unit_rows = bool(track_unit_rows)
-        self.chunk_rows = int(chunk_rows)
+        self._names = {"x": names[0], "y": names[1]}
         w = 2 * self.dim
         self.n = 0
         self._pilot: np.ndarray | None = None  # float64, rounded to the precision of the first chunk
@@ -61,6 +82,7 @@ class GpuMoments:
 
     # -- accumulation ---------------------------------------------------------------------
     def update(self, images: Any, texts: Any) -> "GpuMoments":
+        """Add paired rows (device arrays in place, host arrays streamed); all-or-nothing: a bad row raises, naming it, and adds nothing. Returns self."""
         if _arrays.is_device_array(images) or _arrays.is_device_array(texts):
             x = _arrays.as_device(images, "images")
             y = _arrays.as_device(texts, "texts")
@@ -164,7 +186,7 @@ class GpuMoments:
             added += n
         if bad.any:
             suffix = f" (rows of this chunk; {self.n} rows were added before it)" if self.n else ""
-            bad.raise_if_any(_NAMES, suffix)
+            bad.raise_if_any(self._names, suffix)
         if added == 0:
             return
         if first:
@@ -184,47 +206,25 @@ class GpuMoments:
                 bad.add(which, rows, offset)
 
     # -- results ---------------------------------------------------------------------------
-    def to_moments(self, threads: int | None = None):
-        """The CPU `fs.Moments` holding this state (a copy: later GPU updates do not reach it)."""
-        from fastsas.moments import Moments
-
+    def to_core(self) -> "_core.Moments":
+        """The core moments (``fastsas._core.Moments``) holding this state, a copy."""
         cp = _arrays.cupy_module()
         w = 2 * self.dim
-        m = Moments(self.dim, track_unit_rows=self.track_unit_rows, threads=threads)
+        core = _core.Moments(self.dim, track_unit_rows=self.track_unit_rows)
         pilot = self._pilot if self._pilot is not None else np.zeros(w)
         scatter = np.asfortranarray(np.triu(cp.asnumpy(self._scatter)))
-        m._core.restore(int(self.n), self._pilot is not None, pilot, cp.asnumpy(self._sum), scatter,
-                        cp.asnumpy(self._unit), float(self._cosine.get()))
-        return m
+        core.restore(count=int(self.n), has_pilot=self._pilot is not None, pilot=pilot,
+                     shifted_sum=cp.asnumpy(self._sum), shifted_scatter=scatter, unit_sum=cp.asnumpy(self._unit),
+                     matched_cosine_sum=float(self._cosine.get()))
+        return core
+
+    def to_moments(self, threads: int | None = None) -> Moments:
+        """The CPU `fs.Moments` holding this state (a copy: later GPU updates do not reach it)."""
+        return Moments._from_core(self.to_core(), threads)
 
     def alignment(self, topq: float = 0.1) -> dict[str, Any]:
+        """Every alignment metric of the state: ``self.to_moments().alignment(topq)``."""
         return self.to_moments().alignment(topq)
 
     def __repr__(self) -> str:
         return f"GpuMoments(dim={self.dim}, n={self.n})"
-
-
-def device_pair(images: Any, texts: Any, names: tuple[str, str] = ("images", "texts"), *, min_rows: int = 2,
-                paired: bool = True):
-    """Validated device (CuPy) views of two device inputs, with the CPU's messages."""
-    x = _arrays.as_device(images, names[0], min_rows)
-    y = _arrays.as_device(texts, names[1], min_rows)
-    if paired and x.shape[0] != y.shape[0]:
-        raise ValueError(f"{names[0]} and {names[1]} must be paired row by row: got {x.shape[0]} and "
-                         f"{y.shape[0]} rows")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"{names[0]} and {names[1]} must live in the same embedding space: got dims "
-                         f"{x.shape[1]} and {y.shape[1]}")
-    return x, y
-
-
-def moments_of(images: Any, texts: Any, names: tuple[str, str], track_unit_rows: bool, threads: int | None):
-    """The CPU `fs.Moments` of one GPU pass over a pair (device arrays in place, host arrays
-    streamed): what `fs.alignment(..., backend="cuda")` and friends compute from."""
-    from fastsas._validate import as_pair
-
-    if _arrays.is_device_array(images) or _arrays.is_device_array(texts):
-        x, y = device_pair(images, texts, names)
-    else:
-        x, y = as_pair(images, texts, names)
-    return GpuMoments(x.shape[1], track_unit_rows=track_unit_rows).update(x, y).to_moments(threads)

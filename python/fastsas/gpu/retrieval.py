@@ -52,6 +52,8 @@ from fastsas.gpu._arrays import NON_FINITE, ZERO_NORM, BadRowCollector
 from fastsas.gpu._blas import COMPUTE_32F, COMPUTE_32F_FAST_TF32, gemm_nt
 from fastsas.gpu._kernels import kernel
 
+__all__ = ["DEFAULT_PRECISION", "PRECISIONS", "check_precision", "normalise", "retrieval_ranks", "rounding_band"]
+
 # precision -> (u_F, eta_F, scale applied before conversion)
 PRECISIONS = {
     "fp16": (2.0 ** -11, 2.0 ** -29, 2.0 ** 15),

@@ -19,8 +19,20 @@ Data = Union[bytes, bytearray, memoryview, str, Callable[[Path], Any]]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory, so a rename inside it survives a crash (a no-op where the
-    platform or file system does not allow it)."""
+    """fsync a directory, so that a rename inside it survives a crash (a no-op where the
+    platform or the file system does not allow it).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The directory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from fastsas.io import fsync_dir
+    >>> fsync_dir(tempfile.mkdtemp())
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds

@@ -15,13 +15,31 @@ __all__ = ["NpyPairSource", "iter_npy_chunks", "iter_npy_pairs", "npy_header", "
 
 
 def read_npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype, int]:
-    """(shape, fortran_order, dtype, header length) of the .npy stream `f` is positioned at
-    (a file, or a member of an .npz).
+    """The header of the .npy stream `f` is positioned at (a file, or a member of an .npz),
+    read without the data; `f` is left at the first byte of the data.
+
+    Parameters
+    ----------
+    f : binary file object
+        Positioned at the start of a .npy stream.
+
+    Returns
+    -------
+    tuple
+        ``(shape, fortran_order, dtype, header length in bytes)``.
 
     Raises
     ------
     ValueError
         When the stream is not a .npy header.
+
+    Examples
+    --------
+    >>> import io, numpy as np
+    >>> from fastsas.io import read_npy_header
+    >>> buf = io.BytesIO(); np.save(buf, np.zeros((2, 3), np.float32)); _ = buf.seek(0)
+    >>> read_npy_header(buf)
+    ((2, 3), False, dtype('float32'), 128)
     """
     version = npy_format.read_magic(f)
     if version == (1, 0):

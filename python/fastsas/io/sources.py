@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from fastsas._validate import as_pair, check_int
+from fastsas._validate import as_pair, check_int, is_source
 from fastsas.io.errors import ColumnNotFoundError, StoreError, missing_column
 from fastsas.io.metadata import MetadataMixin, is_pathlike, normalise_metadata, pyarrow, table_to_dict
 from fastsas.io.npy import NpyPairSource, read_npy_header
@@ -420,11 +420,6 @@ class ParquetPairSource(MetadataMixin):
 
     def __repr__(self) -> str:
         return f"ParquetPairSource({str(self.path)!r}, n={self.n}, dim={self.dim}, vectors={self.vector_columns})"
-
-
-def is_source(obj: Any) -> bool:
-    """True for a paired source (it has ``n``, ``dim``, ``iter_chunks`` and ``arrays``)."""
-    return all(hasattr(obj, a) for a in ("n", "dim", "iter_chunks", "arrays"))
 
 
 def sniff(path: Path) -> str:

@@ -12,40 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from fastsas.results import to_python  # noqa: F401 - the plain-data half of the encoder
+
 __all__ = ["dumps", "jsonable", "to_python"]
-
-
-def to_python(value: Any) -> Any:
-    """A copy of `value` in plain Python types: NumPy arrays become lists, NumPy scalars
-    Python numbers, tuples lists, mapping keys strings. Floats are kept as they are (NaN
-    stays NaN): this is the form of ``to_dict()`` results.
-
-    Parameters
-    ----------
-    value : any
-        Nested dicts, lists, tuples, NumPy arrays and scalars, Python scalars.
-
-    Returns
-    -------
-    object
-        The same structure in Python types.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastsas.io.strict_json import to_python
-    >>> to_python({"a": np.arange(3), 1: (np.float32(0.5), None)})
-    {'a': [0, 1, 2], '1': [0.5, None]}
-    """
-    if isinstance(value, Mapping):
-        return {str(k): to_python(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_python(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def jsonable(value: Any) -> Any:
@@ -66,6 +35,8 @@ def jsonable(value: Any) -> Any:
     Examples
     --------
     >>> import numpy as np
+
+from fastsas.results import to_python  # noqa: F401 - the plain-data half of the encoder
     >>> from fastsas.io.strict_json import jsonable
     >>> jsonable({"x": np.array([1.0, np.nan]), "y": (float("inf"),)})
     {'x': [1.0, None], 'y': [None]}

@@ -77,7 +77,7 @@ def write_gap_sweep(sweep: Any, out_dir: str | os.PathLike) -> Path:
     --------
     >>> import tempfile, fastsas as fs
     >>> from fastsas.report import write_gap_sweep
-    >>> x, y = fs.synthetic.paired_embeddings(300, 8)
+    >>> x, y = fs.synthetic.paired_embeddings(300, 16)
     >>> write_gap_sweep(fs.gap.sweep(x, y, lams=(0, 1), retrieval=False), tempfile.mkdtemp()).name
     'gap.json'
     """

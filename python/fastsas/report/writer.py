@@ -51,6 +51,16 @@ def parse_formats(formats: Any) -> tuple[str, ...]:
     """The report formats asked for, checked: a sequence or a comma-separated string of
     "html", "json", "md" (case and blanks ignored, duplicates dropped).
 
+    Parameters
+    ----------
+    formats : str or sequence of str
+        E.g. "html,json" or ("json", "md").
+
+    Returns
+    -------
+    tuple of str
+        The formats, in the order given.
+
     Raises
     ------
     TypeError

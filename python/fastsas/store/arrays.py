@@ -152,6 +152,7 @@ class StoreArray:
 
     @property
     def size(self) -> int:
+        """The number of values, n * dim."""
         return self.shape[0] * self.shape[1]
 
     def _chunk(self, i: int) -> np.memmap:

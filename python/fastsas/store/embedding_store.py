@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from fastsas._validate import check_int
+from fastsas._validate import check_int, computed_dtype
 from fastsas._version import __version__
 from fastsas.io.atomic import PARTIAL_SUFFIX, write_atomic, write_json
 from fastsas.io.errors import StoreError, missing_column
@@ -50,8 +50,7 @@ def _now() -> str:
 def _as_vectors(x: Any, name: str, dim: int) -> np.ndarray:
     """A C-contiguous float32 (rows, dim) copy-free view where possible."""
     arr = np.asarray(x)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{name} must hold float16, float32 or float64 values, got dtype {arr.dtype}")
+    computed_dtype(arr.dtype, name)  # refuses what is not float16/32/64, as every input check does
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise ValueError(f"{name} must have shape (rows, {dim}), got {arr.shape}")
     return np.ascontiguousarray(arr, dtype=DTYPE)
@@ -101,31 +100,47 @@ def _encode_schema(schema) -> dict | None:
 
 class EmbeddingStore(MetadataMixin):
     """A directory of paired image and text embeddings (Zarr v3, float32, chunked by rows)
-    with per-row metadata (Parquet) and a JSON manifest; see the module docstring.
+    with per-row metadata (Parquet) and a JSON manifest (the layout: :mod:`fastsas.store.layout`).
 
-    Write::
+    Rows are buffered until a chunk of ``chunk_rows`` rows is full, then written atomically;
+    closing writes the last, shorter chunk and compacts the metadata into one
+    ``metadata.parquet``. Leaving a ``with`` block through an exception does not close the
+    store: it stays resumable, with every finished chunk kept. Embeddings are stored as
+    float32 (float16 and float64 input are converted). An open store is a paired source
+    (``n``, ``dim``, ``iter_chunks``, ``arrays``, ``metadata``, ``columns``, ``column``):
+    :func:`fastsas.audit` takes it as its images argument.
 
-        with EmbeddingStore.create(path, dim=768, chunk_rows=65536, model="clip-vit-b16") as store:
-            for images, texts, meta in batches:          # any batch sizes
-                store.append(images, texts, meta)        # meta: dict of 1-D arrays / Arrow table
+    Parameters
+    ----------
+    path : Path
+        The store directory.
+    manifest : dict
+        Its checked manifest.
+    mode : {"r", "a", "w"}
+        Read, append (resume), or write a new store. Use :meth:`create`, :meth:`open` or
+        :meth:`build` rather than the constructor.
 
-    Resume after a crash::
+    Examples
+    --------
+    Write, then read:
 
-        store = EmbeddingStore.open(path, mode="a")
-        start = store.n_done                             # rows already on disk
-        ...                                              # append rows start, start+1, ...
-        store.close()
+    >>> import tempfile, numpy as np, fastsas as fs
+    >>> from fastsas.store import EmbeddingStore
+    >>> path = tempfile.mkdtemp() + "/archive"
+    >>> demo = fs.synthetic.demo_archive(1000, 32)
+    >>> with EmbeddingStore.create(path, dim=32, chunk_rows=256, model="demo") as store:
+    ...     for s in range(0, 1000, 300):
+    ...         store.append(demo["images"][s:s + 300], demo["texts"][s:s + 300],
+    ...                      {k: v[s:s + 300] for k, v in demo["metadata"].items()})
+    >>> store = EmbeddingStore.open(path)
+    >>> store.n, store.chunks_done, store.complete, store.model
+    (1000, 4, True, 'demo')
+    >>> result = fs.audit(store, groups=store.column("modality"), retrieval=False, backend="cpu")
+    >>> result.n
+    1000
 
-    Read (the paired-source interface of fastsas.audit)::
-
-        store = EmbeddingStore.open(path)
-        fs.audit(store, groups=store.column("modality"))
-
-    Rows are buffered until a chunk of ``chunk_rows`` rows is full, then written; closing
-    writes the last, shorter chunk and compacts the metadata into one ``metadata.parquet``.
-    Leaving the ``with`` block through an exception does not close the store: it stays
-    resumable, with every finished chunk kept. Embeddings are stored as float32 (float16
-    and float64 input are converted).
+    Resume after an interruption: ``EmbeddingStore.open(path, mode="a")`` keeps every finished
+    chunk; ``n_done`` is the row to continue from.
     """
 
     def __init__(self, path: Path, manifest: dict, mode: str):  # use create() / open()
@@ -155,14 +170,47 @@ class EmbeddingStore(MetadataMixin):
     @classmethod
     def create(cls, path: str | os.PathLike, dim: int, *, chunk_rows: int = 65536, columns: Any = None,
                model: str | None = None, notes: str | None = None, overwrite: bool = False) -> "EmbeddingStore":
-        """A new, empty store open for writing.
+        """A new, empty store open for writing (mode "w").
 
-        dim: embedding dimension. chunk_rows: rows per chunk (the unit of atomic writes and
-        of resumption; a multiple of 1024 lets arrays() map the store without copying).
-        columns: the metadata schema (pyarrow.Schema or {name: type}); by default it is
-        taken from the first append's metadata. model, notes: free text kept in the
-        manifest. overwrite: replace an existing store at `path` (never a directory that is
-        not a store).
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The directory (created; it must not exist, be empty, or hold a store to replace).
+        dim : int
+            The embedding dimension.
+        chunk_rows : int, default 65536
+            Rows per chunk: the unit of atomic writes and of resumption (a multiple of 1024
+            lets :meth:`arrays` map the store without copying).
+        columns : pyarrow.Schema, dict or None
+            The metadata schema (``{name: type}``, e.g. ``{"study_id": "string", "year":
+            "int64"}``); by default taken from the first append's metadata.
+        model, notes : str or None
+            Free text kept in the manifest.
+        overwrite : bool, default False
+            Replace an existing store at `path` (never a directory that is not a store).
+
+        Returns
+        -------
+        EmbeddingStore
+            The store, holding the single-writer lock until :meth:`close` or :meth:`abandon`.
+
+        Raises
+        ------
+        FileExistsError
+            When `path` holds something else, or a store and `overwrite` is False.
+        ValueError, TypeError
+            When `dim` or `chunk_rows` is not a positive integer, or `columns` is not a schema.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from fastsas.store import EmbeddingStore
+        >>> store = EmbeddingStore.create(tempfile.mkdtemp() + "/s", 4, chunk_rows=2, columns={"site": "string"})
+        >>> store.append(np.zeros((3, 4)), np.ones((3, 4)), {"site": np.array(["a", "b", "a"])})
+        >>> store.n_done, store.n_pending
+        (2, 1)
+        >>> store.close(); store.n, store.columns
+        (3, ['site'])
         """
         dim = check_int(dim, "dim", meaning="the embedding dimension")
         chunk_rows = check_int(chunk_rows, "chunk_rows")
@@ -211,9 +259,42 @@ class EmbeddingStore(MetadataMixin):
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> "EmbeddingStore":
-        """Open a store: mode "r" to read, "a" to continue writing (after an interruption
-        or to add rows to a closed store). Every finished chunk is checked to be present
-        with the right size; errors name the file."""
+        """Open an existing store: mode "r" to read, "a" to continue writing (after an
+        interruption, or to add rows to a closed store). Every finished chunk is checked to be
+        present with the right size; errors name the file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The store directory.
+        mode : {"r", "a"}, default "r"
+            Read, or append.
+
+        Returns
+        -------
+        EmbeddingStore
+            The open store; with "a", half-written files are discarded and a short last chunk is
+            reloaded into the buffer, so new rows extend it.
+
+        Raises
+        ------
+        FileNotFoundError
+            When `path` does not exist.
+        StoreError
+            When it is not a store, or a file is missing, truncated or of another version;
+            or, with "a", when another writer holds the lock.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from fastsas.store import EmbeddingStore
+        >>> path = tempfile.mkdtemp() + "/s"
+        >>> EmbeddingStore.build(path, np.zeros((3, 4)), np.ones((3, 4)), chunk_rows=2).close()
+        >>> store = EmbeddingStore.open(path, mode="a")
+        >>> store.append(np.zeros((2, 4)), np.ones((2, 4))); store.close()
+        >>> EmbeddingStore.open(path).n
+        5
+        """
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' (read) or 'a' (append), got {mode!r}")
         path = Path(path)
@@ -237,8 +318,44 @@ class EmbeddingStore(MetadataMixin):
     def build(cls, path: str | os.PathLike, images: Any, texts: Any = None, *, metadata: Any = None,
               chunk_rows: int = 65536, model: str | None = None, notes: str | None = None,
               overwrite: bool = False, vector_columns: Sequence[str] = DEFAULT_VECTOR_COLUMNS) -> "EmbeddingStore":
-        """Write any input open_source reads (arrays, .npy pair, .npz, Parquet, another
-        store) into a new store at `path`, chunk by chunk; returns it open for reading."""
+        """Write any input :func:`open_source` reads (arrays, a dict, an .npy pair, .npz, Parquet,
+        another store) into a new store at `path`, chunk by chunk.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The new store's directory.
+        images, texts : path, array_like, dict or source
+            The input, as :func:`open_source` takes it.
+        metadata : dict, pyarrow.Table, DataFrame, path or None
+            Per-row metadata for inputs that carry none.
+        chunk_rows : int, default 65536
+            Rows per chunk.
+        model, notes : str or None
+            Free text kept in the manifest.
+        overwrite : bool, default False
+            Replace an existing store.
+        vector_columns : tuple of str
+            The embedding columns of a Parquet input.
+
+        Returns
+        -------
+        EmbeddingStore
+            The new store, open for reading.
+
+        Raises
+        ------
+        FileExistsError, StoreError, TypeError, ValueError
+            As :meth:`create` and :func:`open_source`.
+
+        Examples
+        --------
+        >>> import tempfile, fastsas as fs
+        >>> from fastsas.store import EmbeddingStore
+        >>> store = EmbeddingStore.build(tempfile.mkdtemp() + "/s", fs.synthetic.demo_archive(300, 32), chunk_rows=128)
+        >>> store.n, store.dim, store.columns[:1]
+        (300, 32, ['study_id'])
+        """
         source = open_source(images, texts, metadata=metadata, vector_columns=vector_columns)
         meta = source.metadata()
         with cls.create(path, source.dim, chunk_rows=chunk_rows, model=model, notes=notes,
@@ -268,6 +385,7 @@ class EmbeddingStore(MetadataMixin):
 
     @property
     def chunks_done(self) -> int:
+        """Finished chunks (what the manifest has committed)."""
         return int(self._m["chunks_done"])
 
     @property
@@ -277,14 +395,17 @@ class EmbeddingStore(MetadataMixin):
 
     @property
     def model(self) -> str | None:
+        """The model text given at create() (None if none)."""
         return self._m.get("model")
 
     @property
     def notes(self) -> str | None:
+        """The notes text given at create() (None if none)."""
         return self._m.get("notes")
 
     @property
     def manifest(self) -> dict:
+        """A copy of the manifest (see :func:`fastsas.store.layout.read_manifest`)."""
         return json.loads(json.dumps(self._m))
 
     @property
@@ -702,9 +823,9 @@ def open_source(obj: Any, texts: Any = None, *, metadata: Any = None,
     --------
     >>> import fastsas as fs
     >>> from fastsas.store import open_source
-    >>> source = open_source(fs.synthetic.demo_archive(500, 16))
+    >>> source = open_source(fs.synthetic.demo_archive(500, 32))
     >>> source.n, source.dim, source.columns[:2]
-    (500, 16, ['study_id', 'modality'])
+    (500, 32, ['study_id', 'modality'])
     """
     return open_pair_source(obj, texts, metadata=metadata, vector_columns=vector_columns,
                             open_directory=_open_store_directory)

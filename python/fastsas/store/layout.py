@@ -49,33 +49,140 @@ CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
 
 
 def chunk_file(root: Path, name: str, i: int) -> Path:
-    """The file of chunk `i` of array `name` ("images" or "texts")."""
+    """The file of chunk `i` of array `name` ("images" or "texts") of the store at `root`.
+
+    Parameters
+    ----------
+    root : Path
+        The store directory.
+    name : str
+        "images" or "texts".
+    i : int
+        The chunk number.
+
+    Returns
+    -------
+    Path
+        ``root/name/c/<i>/0``.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from fastsas.store import layout
+    >>> layout.chunk_file(Path("s"), "texts", 0).as_posix()
+    's/texts/c/0/0'
+    """
     return root / name / "c" / str(i) / "0"
 
 
 def part_file(root: Path, i: int) -> Path:
-    """The metadata part of chunk `i` (while the store is written)."""
+    """The metadata part of chunk `i` (the layout while the store is written).
+
+    Parameters
+    ----------
+    root : Path
+        The store directory.
+    i : int
+        The chunk number.
+
+    Returns
+    -------
+    Path
+        ``root/metadata/part-<i, six digits>.parquet``.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from fastsas.store import layout
+    >>> layout.part_file(Path("s"), 7).as_posix()
+    's/metadata/part-000007.parquet'
+    """
     return root / METADATA_PARTS / f"part-{i:06d}.parquet"
 
 
 def chunk_bytes(chunk_rows: int, dim: int) -> int:
-    """The size of every chunk file."""
+    """The size in bytes of every chunk file (a short last chunk is zero padded).
+
+    Parameters
+    ----------
+    chunk_rows, dim : int
+        Rows per chunk and the embedding dimension.
+
+    Returns
+    -------
+    int
+        ``chunk_rows * dim * 4`` (float32).
+
+    Examples
+    --------
+    >>> from fastsas.store import layout
+    >>> layout.chunk_bytes(1024, 768)
+    3145728
+    """
     return chunk_rows * dim * DTYPE.itemsize
 
 
 def rows_in_chunk(n: int, chunk_rows: int, i: int) -> int:
-    """Rows of chunk `i` that hold data (the last chunk may be shorter)."""
+    """The rows of chunk `i` that hold data (the last chunk may be shorter).
+
+    Parameters
+    ----------
+    n, chunk_rows, i : int
+        The store's rows, rows per chunk, and the chunk number.
+
+    Returns
+    -------
+    int
+        The rows of data in chunk `i`.
+
+    Examples
+    --------
+    >>> from fastsas.store import layout
+    >>> [layout.rows_in_chunk(2500, 1024, i) for i in range(3)]
+    [1024, 1024, 452]
+    """
     return min(chunk_rows, n - i * chunk_rows)
 
 
 def group_meta() -> dict:
-    """The root ``zarr.json``: a Zarr v3 group whose attributes name this format."""
+    """The root ``zarr.json``: a Zarr v3 group whose attributes name this format.
+
+    Returns
+    -------
+    dict
+        The JSON object.
+
+    Examples
+    --------
+    >>> from fastsas.store import layout
+    >>> layout.group_meta()["attributes"]["fastsas"]["format_version"]
+    1
+    """
     return {"zarr_format": 3, "node_type": "group",
             "attributes": {"fastsas": {"format": FORMAT, "format_version": FORMAT_VERSION, "manifest": MANIFEST}}}
 
 
 def zarr_array_meta(n: int, dim: int, chunk_rows: int) -> dict:
-    """The ``zarr.json`` of one (n, dim) float32 array in chunks of `chunk_rows` rows."""
+    """The ``zarr.json`` of one (n, dim) float32 array stored in chunks of `chunk_rows` rows,
+    uncompressed little-endian ("bytes" codec), "/"-separated chunk keys.
+
+    Parameters
+    ----------
+    n, dim, chunk_rows : int
+        The shape and the rows per chunk.
+
+    Returns
+    -------
+    dict
+        The JSON object.
+
+    Examples
+    --------
+    >>> from fastsas.store import layout
+    >>> meta = layout.zarr_array_meta(10, 4, 8)
+    >>> meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+    ([10, 4], [8, 4])
+    """
     return {
         "zarr_format": 3,
         "node_type": "array",
@@ -93,10 +200,31 @@ def zarr_array_meta(n: int, dim: int, chunk_rows: int) -> dict:
 def read_json(path: Path, what: str) -> dict:
     """A JSON object from `path`; `what` says in the error what the file is for.
 
+    Parameters
+    ----------
+    path : Path
+        The file.
+    what : str
+        Its role, for the message when it is missing.
+
+    Returns
+    -------
+    dict
+        The object.
+
     Raises
     ------
     StoreError
         When the file is missing, unreadable, not JSON or not an object.
+
+    Examples
+    --------
+    >>> import json, tempfile, pathlib
+    >>> from fastsas.store import layout
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.json"
+    >>> _ = path.write_text(json.dumps({"n": 1}))
+    >>> layout.read_json(path, "a test file")
+    {'n': 1}
     """
     try:
         text = path.read_text()
@@ -133,6 +261,17 @@ def read_manifest(root: Path) -> dict:
     ------
     StoreError
         When the manifest is missing, of another format or version, or inconsistent.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from fastsas.store import EmbeddingStore, layout
+    >>> path = Path(tempfile.mkdtemp()) / "s"
+    >>> EmbeddingStore.build(path, np.zeros((5, 4)), np.ones((5, 4)), chunk_rows=2).close()
+    >>> m = layout.read_manifest(path)
+    >>> m["n"], m["chunks_done"], m["complete"]
+    (5, 3, True)
     """
     file = root / MANIFEST
     if not file.exists():
@@ -161,6 +300,31 @@ def read_manifest(root: Path) -> dict:
 
 
 def missing_chunk_files(root: Path, chunks_done: int) -> list[Path]:
-    """The chunk files of both arrays, among the first `chunks_done`, that are not there."""
+    """The chunk files of both arrays, among the first `chunks_done`, that are not on disk (a
+    Zarr reader would read them as zeros).
+
+    Parameters
+    ----------
+    root : Path
+        The store directory.
+    chunks_done : int
+        The finished chunks (the manifest's ``chunks_done``).
+
+    Returns
+    -------
+    list of Path
+        The missing files, images first.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from fastsas.store import EmbeddingStore, layout
+    >>> path = Path(tempfile.mkdtemp()) / "s"
+    >>> EmbeddingStore.build(path, np.zeros((5, 4)), np.ones((5, 4)), chunk_rows=2).close()
+    >>> layout.chunk_file(path, "texts", 1).unlink()
+    >>> [p.relative_to(path).as_posix() for p in layout.missing_chunk_files(path, 3)]
+    ['texts/c/1/0']
+    """
     return [chunk_file(root, name, i) for name in ARRAY_NAMES for i in range(chunks_done)
             if not chunk_file(root, name, i).is_file()]

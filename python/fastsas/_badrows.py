@@ -1,0 +1,80 @@
+"""Bad rows (NaN or Inf, or all zeros where a metric normalises): the one builder of their
+messages, with the wording and the number of rows listed taken from the C++ core, so a bad
+row reads the same whichever engine (CPU, GPU, Dask, a Python pass) found it::
+
+    images has non-finite values (NaN or Inf) in 2 rows: 3, 17; drop or repair those rows ...
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from fastsas import _core
+
+__all__ = ["BadRowCollector", "BadRows", "NON_FINITE", "SHOWN", "ZERO_NORM", "bad_rows_error", "listed_rows"]
+
+NON_FINITE: str = _core.NON_FINITE_ROWS  # "non-finite values (NaN or Inf)"
+ZERO_NORM: str = _core.ZERO_NORM_ROWS  # "zero-norm rows (no direction to normalise)"
+SHOWN: int = _core.BAD_ROWS_SHOWN  # rows listed in a message
+
+
+class BadRows(ValueError):
+    """A finding in the shape of the core's ``BadRowsError``: `input` ("x" or "y"), `problem`
+    (:data:`NON_FINITE`, :data:`ZERO_NORM`), the first rows (at most :data:`SHOWN`) and the
+    total; raised by the Python and GPU passes, re-worded by :func:`bad_rows_error`."""
+
+    def __init__(self, input: str, problem: str, rows: Sequence[int], total: int):
+        super().__init__(f"{problem} in {total} rows")
+        self.input, self.problem, self.rows, self.total = input, problem, list(rows), int(total)
+
+
+def listed_rows(rows: Iterable[int], total: int) -> str:
+    """The rows of a message: the first :data:`SHOWN`, then ", ..." when there are more."""
+    shown = [int(r) for r in rows][:SHOWN]
+    return ", ".join(str(r) for r in shown) + (", ..." if total > len(shown) else "")
+
+
+def bad_rows_error(exc: Any, names: Mapping[str, str], *, offset: int = 0, suffix: str = "") -> ValueError:
+    """The ValueError a user sees for a finding (the core's ``BadRowsError`` or a
+    :class:`BadRows`): named with the caller's argument names (`names` maps "x"/"y" to
+    them), rows shifted by `offset` (the chunk's first row), `suffix` appended to the rows.
+    The error keeps ``.rows`` (shifted) and ``.input`` (the argument name)."""
+    name = names.get(getattr(exc, "input", ""), "input")
+    rows = [int(r) + offset for r in exc.rows]
+    noun = "row" if exc.total == 1 else "rows"
+    fix = ("drop or repair those rows before computing alignment metrics" if "non-finite" in exc.problem
+           else "remove those rows (an embedding of all zeros usually means a failed encoder call)")
+    err = ValueError(f"{name} has {exc.problem} in {exc.total} {noun}: {listed_rows(rows, exc.total)}{suffix}; {fix}")
+    err.rows = rows  # type: ignore[attr-defined]
+    err.input = name  # type: ignore[attr-defined]
+    return err
+
+
+class BadRowCollector:
+    """Gathers per-row findings chunk by chunk, keeping the first :data:`SHOWN` rows and
+    the count of each; :meth:`raise_if_any` raises the first finding in the order given
+    (the order the CPU engine reports them in)."""
+
+    def __init__(self, findings: Sequence[tuple[str, str]]):
+        self._findings = list(findings)
+        self._rows: list[list[int]] = [[] for _ in self._findings]
+        self._total = [0] * len(self._findings)
+
+    def add(self, which: int, rows: np.ndarray, offset: int = 0) -> None:
+        """Add the rows (ascending, relative to `offset`) of finding number `which`."""
+        self._total[which] += int(np.size(rows))
+        room = SHOWN - len(self._rows[which])
+        if room > 0:
+            self._rows[which].extend(int(r) + offset for r in np.asarray(rows)[:room])
+
+    @property
+    def any(self) -> bool:
+        """Whether any row was found."""
+        return any(self._total)
+
+    def raise_if_any(self, names: Mapping[str, str], suffix: str = "") -> None:
+        """Raise :func:`bad_rows_error` of the first finding with rows, if there is one."""
+        for (input, problem), rows, total in zip(self._findings, self._rows, self._total):
+            if total:
+                raise bad_rows_error(BadRows(input, problem, rows, total), names, suffix=suffix) from None

@@ -1,0 +1,164 @@
+"""The audit in process (:func:`audit`): the plan, one pass of the state over the archive
+in chunks, then retrieval and the result."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from fastsas import _dispatch
+from fastsas._validate import as_pair, check_int, is_source, resolve_threads
+from fastsas.audit.plan import AuditPlan
+from fastsas.audit.results import AuditResult
+from fastsas.retrieval import retrieval as retrieval_of
+
+__all__ = ["audit"]
+
+
+def audit(
+    images: Any,
+    texts: Any = None,
+    groups: Any = None,
+    image_ids: Any = None,
+    text_ids: Any = None,
+    topq: float = 0.1,
+    *,
+    periods: Any = None,
+    jackknife_blocks: int = 20,
+    mismatches: int = 20,
+    retrieval: str | bool = "both",
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_rows: int = 65536,
+    threads: int | None = None,
+    progress: Any = None,
+    max_cell_bytes: int = 2 << 30,
+    backend: str = "auto",
+) -> AuditResult:
+    """Audit paired embeddings: the whole archive, subgroups, uncertainty, suspected
+    mismatches, drift, from one streaming pass over the moments plus exact retrieval.
+
+    Parameters
+    ----------
+    images, texts : array_like or source
+        (n, d) float16/float32/float64 arrays paired row by row (in memory or
+        ``np.load(..., mmap_mode="r")``); or `images` a paired source (an
+        :class:`~fastsas.store.EmbeddingStore`, anything :func:`fastsas.store.open_source`
+        returns) and `texts` None: the moments are then streamed from it in chunks (bounded
+        memory), and retrieval reads its memory-mapped arrays.
+    groups : array_like or None
+        One label per pair (modality, body part, site, ...): each subgroup gets its own
+        alignment with jackknife intervals and retrieval.
+    image_ids, text_ids : array_like or None
+        Retrieval ground truth as in :func:`fastsas.retrieval` (default: row i <-> row i);
+        with ids, jackknife blocks keep all rows of one id together.
+    topq : float, default 0.1
+        SAS's top fraction of anchor modes, in (0, 1].
+    periods : array_like or None
+        One time-like label per pair (year, month): one drift point per period.
+    jackknife_blocks : int, default 20
+        Blocks of the delete-a-block jackknife, in [2, n].
+    mismatches : int, default 20
+        Suspected mismatches to list (0: none).
+    retrieval : {"both", "whole", "within", "none"} or bool, default "both"
+        Retrieval over the whole gallery, within each subgroup, both (True) or none
+        (False). Suspected mismatches come from the whole-gallery ranks, or from the
+        within-subgroup ranks when only those are computed.
+    ks : int or sequence of int, default (1, 5, 10)
+        Retrieval cutoffs, checked as :func:`fastsas.retrieval` checks them.
+    chunk_rows : int, default 65536
+        Rows per chunk of the pass.
+    threads : int or None
+        Worker threads of the core (None: every core this process may use).
+    progress : callable or None
+        ``progress(iterable, description, total) -> iterable`` wrapping each long step
+        (the CLI passes rich progress bars); None: silent.
+    max_cell_bytes : int, default 2 GiB
+        Memory cap of the (subgroup, jackknife block) cells whose merges give each
+        subgroup's intervals (a cell is (2d)^2 float64): fewer blocks per subgroup when
+        needed (at least 5, else no subgroup interval).
+    backend : {"auto", "cpu", "cuda"}, default "auto"
+        Where retrieval (the n^2 part) runs; the moments run on the CPU core.
+
+    Returns
+    -------
+    AuditResult
+        Every number; ``.to_dict()`` is JSON-ready, printing it shows a summary.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For bad inputs or options, all checked before the pass; bad rows (NaN/Inf, all
+        zeros) are named by their row in the archive.
+    RuntimeError
+        When ``backend="cuda"`` and no GPU is usable.
+
+    Notes
+    -----
+    The pass is :meth:`AuditPlan.new_state` / :meth:`AuditState.accumulate` / merge, the
+    rest is :meth:`AuditPlan.finalize`: :func:`fastsas.dask.audit` maps the same pieces over
+    a cluster. The imbalance's sign: see docs/definitions.md.
+
+    Examples
+    --------
+    >>> import fastsas as fs, numpy as np
+    >>> x, y = fs.synthetic.paired_embeddings(4000, 32, image_only_factors=3)
+    >>> r = fs.audit(x, y, groups=np.arange(4000) % 2)
+    >>> [g["n"] for g in r.groups]
+    [2000, 2000]
+    >>> r.alignment["sas_imbalance"] < 0  # structure only the images carry
+    True
+    """
+    nthreads = resolve_threads(threads)
+    retrieval_backend = _dispatch.resolve_backend(backend)
+    chunk_rows = check_int(chunk_rows, "chunk_rows")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be None or a callable progress(iterable, description, total), got {progress!r}")
+    source = images if texts is None and is_source(images) else None
+    if source is not None:
+        n, d = int(source.n), int(source.dim)
+        if n < 2:
+            raise ValueError(f"the source needs at least 2 pairs, has {n}")
+        x = y = None
+    elif texts is None:
+        raise TypeError("give images and texts arrays, or a paired source (e.g. fastsas.io.NpyPairSource) as images")
+    else:
+        x, y = as_pair(images, texts)
+        n, d = x.shape
+    plan = AuditPlan(n, d, groups=groups, image_ids=image_ids, text_ids=text_ids, topq=topq, periods=periods,
+                     jackknife_blocks=jackknife_blocks, mismatches=mismatches, retrieval=retrieval, ks=ks,
+                     max_cell_bytes=max_cell_bytes)
+
+    state = plan.new_state()
+    if source is not None:
+        chunks = _counted(source.iter_chunks(chunk_rows), n)
+    else:
+        chunks = ((s, x[s:s + chunk_rows], y[s:s + chunk_rows]) for s in range(0, n, chunk_rows))
+    chunk_count = -(-n // chunk_rows)
+    for start, cx, cy in (progress(chunks, "moments (one pass)", chunk_count) if progress else chunks):
+        state.accumulate(cx, cy, plan.codes(start, start + len(cx)), nthreads, offset=start)
+
+    if plan.retrieval != "none" and source is not None:
+        x, y = source.arrays()
+
+    def retrieve(rows, image_ids, text_ids):
+        if rows is None:
+            return _retrieval_with_ranks(x, y, image_ids, text_ids, plan.ks, nthreads, retrieval_backend)
+        return _retrieval_with_ranks(np.asarray(x[rows]), np.asarray(y[rows]), image_ids, text_ids, plan.ks,
+                                     nthreads, retrieval_backend)
+
+    return plan.finalize(state, retrieve, nthreads, progress,
+                         backend={"moments": "cpu", "retrieval": retrieval_backend})
+
+
+def _counted(chunks: Iterable, n: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    start = 0
+    for cx, cy in chunks:
+        yield start, cx, cy
+        start += len(cx)
+    if start != n:
+        raise ValueError(f"the source yielded {start} rows but declares n={n}")
+
+
+def _retrieval_with_ranks(x, y, image_ids, text_ids, ks, threads, backend: str = "cpu") -> dict:
+    return retrieval_of(x, y, image_ids=image_ids, text_ids=text_ids, ks=ks, return_ranks=True, threads=threads,
+               backend=backend)
