@@ -1,8 +1,8 @@
 """fastsas: the Spectral Alignment Score and the metrics around it, at million-pair scale.
 
 The one-call metrics (:func:`sas`, :func:`alignment`, :func:`retrieval`, :func:`mmd`, ...),
-the streaming :class:`Moments`, :func:`audit` and the :mod:`~fastsas.gap` sweep are loaded
-with the package. The other packages are loaded on first use, as attributes:
+the streaming :class:`Moments` and :func:`audit` are loaded with the package. The other
+packages are loaded on first use, as attributes: ``fs.gap`` (modality-gap control),
 ``fs.io`` (readers, atomic writes), ``fs.store`` (the embedding store), ``fs.report``
 (HTML/JSON/Markdown reports), ``fs.dask`` (the cluster path; the ``dist`` extra),
 ``fs.gpu`` (the CUDA backend; the ``gpu`` extra), ``fs.embed`` (embedding with local models;
@@ -19,7 +19,7 @@ the ``embed`` extra). Definitions of every number: docs/definitions.md, version
 """
 import importlib
 
-from fastsas import gap, synthetic
+from fastsas import synthetic
 from fastsas._validate import set_num_threads
 from fastsas._version import __version__
 from fastsas.audit import AuditResult, audit
@@ -38,7 +38,7 @@ __all__ = [
 
 # Loaded on first use: importing them would load pyarrow, matplotlib, Dask, CuPy or torch
 # paths that most uses of fastsas never touch.
-_LAZY_PACKAGES = ("dask", "gpu", "io", "report", "store")
+_LAZY_PACKAGES = ("dask", "gap", "gpu", "io", "report", "store")
 
 
 def __getattr__(name: str):
