@@ -8,7 +8,7 @@
 
 namespace fastsas {
 
-inline constexpr const char* kDefinitionsVersion = "fastsas-metrics/2";
+inline constexpr const char* kDefinitionsVersion = "fastsas-metrics/3";
 
 // Canonical pairs SVCCA averages (capped at min(dim, count - 1)).
 inline constexpr Index kSvccaDims = 10;
