@@ -129,7 +129,7 @@ def _merged(a, b):
 
 def jackknife(blocks: Sequence, topq: float, threads: int, full: dict[str, float], *,
               extra: Callable[[Any], dict[str, float]] | None = None, eigenvalues: bool = False,
-              replicates: bool = False) -> dict:
+              replicates: bool = False, progress: Any = None) -> dict:
     """The delete-a-block jackknife of SAS both ways, the imbalance and CKA
     (docs/definitions.md, "Audits").
 
@@ -152,6 +152,8 @@ def jackknife(blocks: Sequence, topq: float, threads: int, full: dict[str, float
         per direction a list, modes by decreasing eigenvalue).
     replicates : bool, default False
         Also every statistic's leave-one-out values (``replicates``).
+    progress : callable or None
+        ``progress(iterable, description, total)``: the leave-one-out states, one by one.
 
     Returns
     -------
@@ -182,7 +184,10 @@ def jackknife(blocks: Sequence, topq: float, threads: int, full: dict[str, float
     if count < 2:
         raise ValueError("the jackknife needs at least 2 blocks")
     loo = []
-    for m in leave_one_out(blocks):
+    states = leave_one_out(blocks)
+    if progress is not None:
+        states = progress(states, f"jackknife ({count} blocks left out in turn)", count)
+    for m in states:
         scores = _scores(m, topq, threads, eigenvalues)
         if extra is not None:
             scores.update(extra(m))

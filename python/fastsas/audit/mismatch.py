@@ -369,7 +369,7 @@ def mismatch_test(plan: Any, unit_state: Any, rows: Any, *, chunk_rows: int = 65
     u = tested[rng.integers(0, tested.size, samples)]
     v = tested[rng.integers(0, tested.size, samples)]
     keep = u != v
-    mism, _, _ = _pair_statistics(u[keep], v[keep], units, rows, sides, None)
+    mism, _, _ = _pair_statistics(u[keep], v[keep], units, rows, sides, None)  # the mismatch law
     mism = mism[np.isfinite(mism)]
     info: dict[str, Any] = {
         "definition": ("per unit: (mean z I->T + mean z T->I) / sqrt(2), z = (matched similarity - mean of the "
@@ -385,7 +385,10 @@ def mismatch_test(plan: Any, unit_state: Any, rows: Any, *, chunk_rows: int = 65
         return info, []
     values = stat[finite]
     log_f1 = _log_density_of_samples(mism)
-    fit = _fit_mixture(values, log_f1, float(np.quantile(mism, 0.999)), plan.seed)
+    steps = progress([None], f"mismatch test: mixture fit on {min(values.size, 2 * FIT_POINTS):,} units", 1) \
+        if progress is not None else [None]
+    for _ in steps:
+        fit = _fit_mixture(values, log_f1, float(np.quantile(mism, 0.999)), plan.seed)
     a, b, loc, scale, pi1 = fit["a"], fit["b"], fit["loc"], fit["scale"], fit["pi1"]
 
     def lfdr_at(t: np.ndarray, prior: float) -> np.ndarray:

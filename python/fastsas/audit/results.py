@@ -262,7 +262,8 @@ def finalize(plan: Any, state: Any, retrieve: Any, threads: int, progress: Any =
     whole_core = merge_all(block_states)
     whole = Moments._from_core(whole_core)
     alignment = whole.alignment(q)
-    uncertainty = jackknife(block_states, q, threads, alignment, eigenvalues=True, replicates=True)
+    uncertainty = jackknife(block_states, q, threads, alignment, eigenvalues=True, replicates=True,
+                            progress=progress)
     sas_reps = uncertainty["replicates"]  # kept: paired comparisons of archives over the same blocks
     cond = conditioning(whole_core, q, uncertainty["eigenvalue_se"])
     # The companion scores' intervals: the same blocks left out, the mode blocks fixed by
