@@ -120,11 +120,12 @@ def rename_bad_rows(exc: ValueError, names: dict[str, str], *, offset: int = 0, 
     rows = [r + offset for r in exc.rows]
     listed = ", ".join(str(r) for r in rows) + (", ..." if exc.total > len(rows) else "")
     noun = "row" if exc.total == 1 else "rows"
-    fix = (
-        "drop or repair those rows before computing alignment metrics"
-        if "non-finite" in exc.problem
-        else "remove those rows (an embedding of all zeros usually means a failed encoder call)"
-    )
+    if "non-finite" in exc.problem:
+        fix = "drop or repair those rows before computing alignment metrics"
+    elif "too large" in exc.problem or "too small" in exc.problem:
+        fix = "rescale the embeddings (multiply them by a power of ten) or drop those rows"
+    else:
+        fix = "remove those rows (an embedding of all zeros usually means a failed encoder call)"
     err = ValueError(f"{name} has {exc.problem} in {exc.total} {noun}: {listed}{suffix}; {fix}")
     err.rows = rows  # type: ignore[attr-defined]
     err.input = name  # type: ignore[attr-defined]

@@ -71,13 +71,13 @@ def rmg(images: Any, texts: Any, variant: str = "symmetric", *, threads: int | N
     if variant not in ("symmetric", "paper"):
         raise ValueError(f'variant must be "symmetric" or "paper", got {variant!r}')
     m, kind = _moments(images, texts, ("images", "texts"), True, threads, backend)
-    return Value(m.analysis()["rmg" if variant == "symmetric" else "rmg_paper"], kind)
+    return Value(m._defined("rmg" if variant == "symmetric" else "rmg_paper"), kind)
 
 
 def _scalar(key: str, doc: str):
     def metric(images: Any, texts: Any, *, threads: int | None = None, backend: str = "auto") -> float:
         m, kind = _moments(images, texts, ("images", "texts"), True, threads, backend)
-        return Value(m.analysis()[key], kind)
+        return Value(m._defined(key), kind)
 
     metric.__name__ = key
     metric.__doc__ = doc
@@ -90,6 +90,9 @@ coral = _scalar("coral", "CORAL distance ||Sx - Sy||_F with unbiased covariances
 svcca = _scalar(
     "svcca",
     "SVCCA (10 canonical pairs, capped at min(d, n - 1)), computed exactly from the moments.\n\n"
+    "Constant columns contribute nothing and principal directions without variance are not kept, "
+    "so rank-deficient input (few rows, repeated rows or columns) averages fewer canonical pairs; "
+    "ValueError when a modality has no variance at all (docs/definitions.md).\n\n"
     "The paper's code takes the top-10 subspace from a randomized SVD without oversampling; "
     "its values are noisy and biased low, so fastsas does not reproduce them (METRICS.md).",
 )

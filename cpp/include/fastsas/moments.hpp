@@ -54,8 +54,13 @@ class Moments {
   explicit Moments(Index dim, bool track_unit_rows = true);
 
   // Adds the rows of x and y (same shape, n x dim). All-or-nothing: on a bad row
-  // (non-finite, or zero norm when unit rows are tracked) nothing is added and
-  // BadRowsError names the rows, counted from the first row of this chunk.
+  // (non-finite; a squared norm that overflows float64 or is below 1e-290 without being
+  // zero; zero norm when unit rows are tracked) nothing is added and BadRowsError names the
+  // rows, counted from the first row of this chunk. A stop (parallel.hpp) adds nothing either.
+  // The memory a chunk needs is checked first (OutOfMemory, memory.hpp); with little memory
+  // fewer blocks run side by side (same result). Any finite magnitude of float32 input is
+  // computed in range: a block whose products would overflow or underflow is rescaled by
+  // powers of two per column.
   template <class T>
   void update(const MatrixView<T>& x, const MatrixView<T>& y, int threads);
 
@@ -67,6 +72,9 @@ class Moments {
 
   // Adds another partial state (same dim and tracking); equal to one pass over both.
   void merge(const Moments& other);
+
+  // Bytes of one state of this dim (what the constructor allocates).
+  static double state_bytes(Index dim);
 
   Index dim() const { return dim_; }
   Index count() const { return count_; }
