@@ -108,7 +108,8 @@ void rescale_block(const MatrixView<T>& x, const MatrixView<T>& y, const Index* 
 }
 
 // Copies one row pair into the shifted block and adds its sums. Returns false for a row
-// the metrics cannot use (non-finite, overflowing, or zero-norm when unit rows count).
+// the metrics cannot use (non-finite, too large or too small for float64 second moments, or
+// zero-norm when unit rows count).
 template <class T>
 bool absorb_row(const T* xr, Index xs, const T* yr, Index ys, Index dim, const double* pilot,
                 T* z, BlockScratch<T>& s, bool track_unit_rows) {

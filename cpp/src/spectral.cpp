@@ -22,7 +22,7 @@ constexpr double kZscoreEpsilon = 1e-8;  // METRICS.md, SVCCA
 // of the largest is null (the data has no variance along it) and is not kept. Float32 moments
 // resolve eigenvalues to about 1e-6 of the largest, so anything below is round-off.
 constexpr double kSvccaNullFraction = 1e-5;
-// A column whose standard deviation is within this many float64 roundoffs of its mean's
+// A column whose standard deviation is within this many float64 epsilons of its mean's
 // magnitude is constant (what is left of it is the rounding of the mean).
 constexpr double kConstantColumnRoundoffs = 16.0;
 // The modality gap m = mean(1 - cos) at or below which it is rounding only (RMG = 0).

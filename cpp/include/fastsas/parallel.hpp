@@ -105,17 +105,30 @@ inline void parallel_for(int threads, long count, const std::function<void(long,
   };
   std::mutex mutex;
   std::condition_variable finished;
-  int running = workers - 1;
+  int running = 0;
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(workers - 1));
-  for (int w = 1; w < workers; ++w)
-    pool.emplace_back([&, w] {
-      detail::stop_state = detail::StopState{nullptr, flag};  // sees the stop, never runs the check
-      run(w);
+  for (int w = 1; w < workers; ++w) {
+    {
       std::lock_guard<std::mutex> lock(mutex);
-      if (--running == 0) finished.notify_one();
-    });
+      ++running;
+    }
+    try {
+      pool.emplace_back([&, w] {
+        detail::stop_state = detail::StopState{nullptr, flag};  // sees the stop, never runs the check
+        run(w);
+        std::lock_guard<std::mutex> lock(mutex);
+        if (--running == 0) finished.notify_one();
+      });
+    } catch (...) {  // std::system_error, std::bad_alloc
+      std::lock_guard<std::mutex> lock(mutex);
+      --running;
+      break;  // the system has no thread to give: the caller's thread runs those items
+    }
+  }
   run(0);
+  // Items of workers that could not be started, in their worker's order (same results).
+  for (int w = static_cast<int>(pool.size()) + 1; w < workers; ++w) run(w);
   // Worker 0 keeps polling its check while the others finish, so a stop is seen even when the
   // caller's thread has run out of items first.
   {
