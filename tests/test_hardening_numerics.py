@@ -357,13 +357,19 @@ def test_a_refused_allocation_says_what_and_how_much():
     was being allocated and its size, not a bare std::bad_alloc."""
     code = textwrap.dedent("""
         import resource
+        import numpy as np
         import fastsas as fs
+        x = np.random.default_rng(0).standard_normal((20000, 512), dtype=np.float32)
         size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-        resource.setrlimit(resource.RLIMIT_AS, (size + 300 * 2**20, resource.RLIM_INFINITY))
-        try:
-            fs.Moments(5000)
-        except MemoryError as exc:
-            print(exc)
+        resource.setrlimit(resource.RLIMIT_AS, (size + 30 * 2**20, resource.RLIM_INFINITY))
+        for call in (lambda: fs.Moments(5000), lambda: fs.retrieval(x, x)):
+            try:
+                call()
+            except MemoryError as exc:
+                print(exc)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "the system refused 763.2 MiB for the state of Moments(dim=5000) (out of memory)" in out.stdout, out
+    lines = out.stdout.splitlines()
+    assert lines[0] == "fastsas: the system refused 763.2 MiB for the state of Moments(dim=5000) (out of memory)", out
+    assert lines[1].startswith("fastsas: retrieval of 20000 x 512 float32 images and 20000 x 512 float32 texts "
+                               "ran out of memory"), out

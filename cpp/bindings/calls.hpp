@@ -10,8 +10,12 @@
 #include <pybind11/pybind11.h>
 
 #include <chrono>
+#include <new>
 #include <optional>
+#include <string>
 
+#include "fastsas/memory.hpp"
+#include "fastsas/moments.hpp"
 #include "fastsas/parallel.hpp"
 
 namespace fastsas::bindings {
@@ -38,9 +42,16 @@ class SignalCheck {
   std::chrono::steady_clock::time_point next_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
 };
 
+// "1000 x 768 float32": an input's shape in messages.
+template <class T>
+std::string shape_of(const MatrixView<T>& v) {
+  return std::to_string(v.rows) + " x " + std::to_string(v.cols) + (sizeof(T) == 4 ? " float32" : " float64");
+}
+
 // Runs `work` (a core call) with the GIL released and Ctrl-C honoured; returns what it returns.
+// `call` says what it computes (a refused allocation is reported with it).
 template <class Work>
-decltype(auto) run_released(Work&& work) {
+decltype(auto) run_released(const std::string& call, Work&& work) {
   std::optional<StopScope> stop;
   if (on_main_thread()) stop.emplace(SignalCheck());
   try {
@@ -50,6 +61,12 @@ decltype(auto) run_released(Work&& work) {
     // The GIL is held again here; the handler's exception (KeyboardInterrupt) is pending.
     if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
     throw pybind11::error_already_set();
+  } catch (const OutOfMemory&) {
+    throw;  // already says what and how much
+  } catch (const std::bad_alloc&) {
+    throw OutOfMemory("fastsas: " + call +
+                      " ran out of memory (the system refused an allocation); use fewer rows or dims per call, "
+                      "or a machine with more memory");
   }
 }
 

@@ -24,7 +24,8 @@ template <class T>
 void update_typed(fastsas::Moments& m, const py::array& x, const py::array& y, int threads) {
   const auto xv = fastsas::bindings::view_of<T>(x, "x");
   const auto yv = fastsas::bindings::view_of<T>(y, "y");
-  fastsas::bindings::run_released([&] { m.update(xv, yv, threads); });
+  fastsas::bindings::run_released("Moments.update of " + fastsas::bindings::shape_of(xv) + " rows",
+                                  [&] { m.update(xv, yv, threads); });
 }
 
 template <class T>
@@ -33,7 +34,9 @@ void update_rows_typed(fastsas::Moments& m, const py::array& x, const py::array&
   const auto xv = fastsas::bindings::view_of<T>(x, "x");
   const auto yv = fastsas::bindings::view_of<T>(y, "y");
   if (rows.ndim() != 1) throw py::value_error("rows must be 1-D");
-  fastsas::bindings::run_released([&] { m.update_rows(xv, yv, rows.data(), rows.shape(0), threads); });
+  fastsas::bindings::run_released("Moments.update of " + std::to_string(rows.shape(0)) + " rows of " +
+                                      fastsas::bindings::shape_of(xv),
+                                  [&] { m.update_rows(xv, yv, rows.data(), rows.shape(0), threads); });
 }
 
 template <class T>
@@ -44,7 +47,8 @@ void update_groups_typed(fastsas::MomentsGroups& g, const py::array& x, const py
   const auto yv = fastsas::bindings::view_of<T>(y, "y");
   if (codes.ndim() != 1 || codes.shape(0) != xv.rows)
     throw py::value_error("codes must be 1-D with one code per row");
-  fastsas::bindings::run_released([&] { g.update(xv, yv, codes.data(), threads); });
+  fastsas::bindings::run_released("MomentsGroups.update of " + fastsas::bindings::shape_of(xv) + " rows",
+                                  [&] { g.update(xv, yv, codes.data(), threads); });
 }
 
 using fastsas::bindings::dispatch_float;
@@ -171,6 +175,7 @@ PYBIND11_MODULE(_core, m) {
       "analyze",
       [](const fastsas::Moments& moments, int threads, Index cca_dim, bool spectral_only) {
         return analysis_dict(fastsas::bindings::run_released(
+            "the alignment analysis at dim " + std::to_string(moments.dim()),
             [&] { return fastsas::analyze(moments, threads, cca_dim, spectral_only); }));
       },
       py::arg("moments"), py::arg("threads"), py::arg("cca_dim") = 10, py::arg("spectral_only") = false);
