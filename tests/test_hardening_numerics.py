@@ -165,6 +165,14 @@ def test_float64_rows_too_large_or_too_small_are_refused_with_the_reason(pair):
         fs.sas(x, small)
 
 
+def test_moments_that_overflow_float64_are_refused_not_infinite():
+    """Each row is accepted (its squared norm is finite) but their sum overflows float64."""
+    x = np.array([[1.2e154], [-1.2e154], [0.3e154]])
+    y = np.array([[1.0], [2.0], [3.0]])
+    with pytest.raises(ValueError, match="the second moments overflowed float64 .*; rescale the embeddings"):
+        fs.alignment(x, y)
+
+
 def test_results_never_leave_their_range():
     """CKA and SVCCA of a modality with itself are exactly 1 at most (1 + 2e-16 was returned)."""
     for seed in range(12):

@@ -31,8 +31,8 @@ constexpr double kNoGap = 16.0 * std::numeric_limits<double>::epsilon();
 constexpr Index kPanelColumns = 256;
 
 const char* const kTooLargeFix =
-    "rescale the embeddings (multiply them by a power of ten): every metric but CORAL and the centroid "
-    "distance is unchanged by it";
+    "rescale the embeddings (divide them by a power of ten): CORAL and the centroid distance scale with "
+    "them, the other metrics do not change at such magnitudes";
 
 // diag(V^T M V) for column-major V (d x k) and M (d x d), a panel of columns of V at a time.
 Eigen::VectorXd quadratic_diagonal(const Eigen::MatrixXd& m, const Eigen::MatrixXd& v) {
