@@ -31,4 +31,36 @@ for dtype in (np.float32, np.float64):
                 fs.retrieval(x[:700], y[:700], threads=2)
             else:
                 fs.mmd(x[:300], y[:500])
+# Extreme magnitudes (rescaled blocks and analysis), rank-deficient SVCCA, every MMD tier.
+x, y = (a.astype(np.float64) for a in fs.synthetic.paired_embeddings(3000, 24, seed=2))
+for dtype, scale in ((np.float32, 1e20), (np.float32, 1e-23), (np.float64, 1e150), (np.float64, 1e-140)):
+    fs.alignment((x * scale).astype(dtype), (y * scale).astype(dtype), threads=2)
+x32 = x.astype(np.float32)
+x32[100] = 1e38
+fs.alignment(x32, y.astype(np.float32), threads=2)
+shared = np.repeat(y[:3].astype(np.float64), 4, axis=0)
+fs.svcca(x[:12].astype(np.float64), shared)
+for dtype in (np.float32, np.float64):
+    for sigma in (1e-300, 1e-4, 0.05, 10.0, 1e200):
+        fs.mmd(x[:300].astype(dtype), y[:200].astype(dtype), sigma=sigma, tile=64, threads=2)
+# A stop: Ctrl-C during a long call joins the workers and raises KeyboardInterrupt.
+import os, signal, threading
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    big = np.random.default_rng(0).standard_normal((6000, 64), dtype=np.float32)
+    for _ in range(1000):
+        fs.retrieval(big, big, threads=2)
+except KeyboardInterrupt:
+    pass
+else:
+    raise SystemExit("Ctrl-C was not acted on")
+# A memory refusal before allocating.
+fs._core.set_memory_limit(2**20)
+try:
+    fs.Moments(1000)
+except MemoryError:
+    pass
+else:
+    raise SystemExit("a state over the memory limit was allocated")
+fs._core.set_memory_limit(0)
 print("sanitizer workload: clean")

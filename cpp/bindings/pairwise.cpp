@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "calls.hpp"
 #include "fastsas/pairwise.hpp"
 #include "views.hpp"
 
@@ -48,11 +49,10 @@ py::dict retrieval_typed(const py::array& x, const py::array& y, const py::objec
     icp = ic.data();
     tcp = tc.data();
   }
-  fastsas::RetrievalResult r;
-  {
-    py::gil_scoped_release release;
-    r = fastsas::retrieval(xv, yv, icp, tcp, opt);
-  }
+  using fastsas::bindings::shape_of;
+  fastsas::RetrievalResult r =
+      fastsas::bindings::run_released("retrieval of " + shape_of(xv) + " images and " + shape_of(yv) + " texts",
+                                      [&] { return fastsas::retrieval(xv, yv, icp, tcp, opt); });
   py::dict out;
   const Index n = xv.rows, m = yv.rows;
   out["image_ranks"] = to_numpy(std::move(r.image_ranks), n, -1);
@@ -88,11 +88,11 @@ py::array_t<double> thresholds_typed(const py::array& q, const py::array& c, con
   const auto cv = fastsas::bindings::view_of<T>(c, "candidates");
   const Codes qc = one_per_row<Codes>(qcodes, qv.rows, "query_codes", "integer");
   const Codes cc = one_per_row<Codes>(ccodes, cv.rows, "candidate_codes", "integer");
-  std::vector<double> thr;
-  {
-    py::gil_scoped_release release;
-    thr = fastsas::retrieval_thresholds(qv, cv, qc.data(), cc.data(), qname.c_str(), cname.c_str(), threads);
-  }
+  using fastsas::bindings::shape_of;
+  std::vector<double> thr = fastsas::bindings::run_released(
+      "retrieval thresholds of " + shape_of(qv) + " queries and " + shape_of(cv) + " candidates", [&] {
+    return fastsas::retrieval_thresholds(qv, cv, qc.data(), cc.data(), qname.c_str(), cname.c_str(), threads);
+  });
   return to_numpy(std::move(thr), qv.rows, -1);
 }
 
@@ -106,11 +106,10 @@ py::dict counts_typed(const py::array& x, const py::array& y, const py::object& 
   const Codes tc = one_per_row<Codes>(text_codes, yv.rows, "text_codes", "integer");
   const Doubles it = one_per_row<Doubles>(image_thresholds, xv.rows, "image_thresholds", "float");
   const Doubles tt = one_per_row<Doubles>(text_thresholds, yv.rows, "text_thresholds", "float");
-  fastsas::RetrievalCounts r;
-  {
-    py::gil_scoped_release release;
-    r = fastsas::retrieval_counts(xv, yv, ic.data(), tc.data(), it.data(), tt.data(), opt);
-  }
+  using fastsas::bindings::shape_of;
+  fastsas::RetrievalCounts r = fastsas::bindings::run_released(
+      "retrieval counts of " + shape_of(xv) + " images and " + shape_of(yv) + " texts",
+      [&] { return fastsas::retrieval_counts(xv, yv, ic.data(), tc.data(), it.data(), tt.data(), opt); });
   py::dict out;
   out["image_counts"] = to_numpy(std::move(r.image_counts), xv.rows, -1);
   out["text_counts"] = to_numpy(std::move(r.text_counts), yv.rows, -1);
@@ -122,11 +121,9 @@ template <class T>
 py::dict mmd_typed(const py::array& x, const py::array& y, double sigma, const fastsas::MmdOptions& opt) {
   const auto xv = fastsas::bindings::view_of<T>(x, "x");
   const auto yv = fastsas::bindings::view_of<T>(y, "y");
-  fastsas::MmdResult r;
-  {
-    py::gil_scoped_release release;
-    r = fastsas::mmd(xv, yv, sigma, opt);
-  }
+  using fastsas::bindings::shape_of;
+  const fastsas::MmdResult r = fastsas::bindings::run_released("MMD of " + shape_of(xv) + " and " + shape_of(yv) + " rows",
+                                                               [&] { return fastsas::mmd(xv, yv, sigma, opt); });
   py::dict out;
   out["mmd"] = r.mmd;
   out["mean_kxx"] = r.mean_kxx;

@@ -41,8 +41,8 @@ constexpr Index kPackChunk = 4096;
 
 template <class T>
 [[noreturn]] void throw_bad_rows(const MatrixView<T>& v, const char* input, bool normalise) {
-  std::vector<Index> rows[2];
-  Index total[2] = {0, 0};
+  std::vector<Index> rows[3];
+  Index total[3] = {0, 0, 0};
   for (Index r = 0; r < v.rows; ++r) {
     bool finite = true;
     double norm = 0.0;
@@ -52,13 +52,15 @@ template <class T>
       norm += e * e;
     }
     int kind = -1;
-    if (!finite || !std::isfinite(norm)) kind = 0;  // overflow is refused as non-finite
+    if (!finite) kind = 0;
+    else if (!std::isfinite(norm)) kind = 2;
     else if (normalise && norm == 0.0) kind = 1;
     if (kind < 0) continue;
     if (rows[kind].size() < kBadRowsShown) rows[kind].push_back(r);
     ++total[kind];
   }
   if (total[0]) throw BadRowsError(input, kNonFiniteRows, rows[0], total[0]);
+  if (total[2]) throw BadRowsError(input, kTooLargeToNormaliseRows, rows[2], total[2]);
   if (total[1]) throw BadRowsError(input, kZeroNormRows, rows[1], total[1]);
   throw std::logic_error("fastsas: a chunk reported a bad row that a rescan did not find");
 }
@@ -287,6 +289,7 @@ std::int64_t count_tiles(const Sides<T>& s, Index tr, Index tc, int threads, Ind
     Worker<T>& w = ws[static_cast<size_t>(wid)];
     const Index i0 = ib * tr, rows = std::min(tr, n - i0);
     for (Index j0 = 0; j0 < m; j0 += tc) {
+      if (j0 > 0) check_stop();  // a row block spans the whole gallery: stoppable between its tiles
       const Index cols = std::min(tc, m - j0);
       T* const tile = w.tile.data();
       detail::gemm_nt(rows, cols, d, xn + i0 * d, d, yn + j0 * d, d, tile, cols);
