@@ -35,6 +35,7 @@ for dtype in (np.float32, np.float64):
 x, y = (a.astype(np.float64) for a in fs.synthetic.paired_embeddings(3000, 24, seed=2))
 for dtype, scale in ((np.float32, 1e20), (np.float32, 1e-23), (np.float64, 1e150), (np.float64, 1e-140)):
     fs.alignment((x * scale).astype(dtype), (y * scale).astype(dtype), threads=2)
+    fs.sas((y * scale).astype(dtype), (x * scale).astype(dtype), threads=2)
 x32 = x.astype(np.float32)
 x32[100] = 1e38
 fs.alignment(x32, y.astype(np.float32), threads=2)

@@ -5,6 +5,7 @@ Ctrl-C during long calls, and memory limits. Values are checked against the floa
 (fastsas.reference) or against answers known exactly."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,6 +117,9 @@ def test_extreme_magnitudes_match_reference(pair, dtype, scale):
         bounded = key not in ("coral", "centroid_euclidean") and not (key.startswith("sas") and scale < 1)
         tol = rel * max(want["sas_i2t"], want["sas_t2i"]) if key == "sas_imbalance" else rel if bounded else 0.0
         assert got[key] == pytest.approx(value, rel=rel, abs=tol), key
+    # fs.sas solves the anchor's eigenproblem only, from the same scaled covariances
+    assert fs.sas(xs, ys) == got["sas_i2t"]
+    assert fs.sas(ys, xs) == pytest.approx(want["sas_t2i"], rel=rel)
     want_mmd = ref.mmd(xs.astype(np.float64), ys.astype(np.float64), sigma=10.0 * scale)
     assert fs.mmd(xs, ys, sigma=10.0 * scale) == pytest.approx(want_mmd, rel=rel * 10)
 
@@ -133,6 +137,8 @@ def test_scale_free_metrics_do_not_change_with_scale(pair, dtype, scale):
     if scale > 1:  # 1e-8 is negligible: SAS and SVCCA do not change either
         for key in ("sas_i2t", "sas_t2i", "svcca"):
             assert got[key] == pytest.approx(base[key], rel=1e-6 if dtype == np.float32 else 1e-9), key
+        sas_scaled = fs.sas((y * scale).astype(dtype), (x * scale).astype(dtype))
+        assert sas_scaled == pytest.approx(base["sas_t2i"], rel=1e-6 if dtype == np.float32 else 1e-9)
 
 
 def test_tiny_scales_give_the_defined_sas(pair):
@@ -152,6 +158,8 @@ def test_one_float32_row_near_the_float32_limit(pair):
     want = ref.alignment(x32.astype(np.float64), y32.astype(np.float64))
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert fs.sas(x32, y32) == got["sas_i2t"]
+    assert fs.sas(y32, x32) == pytest.approx(want["sas_t2i"], rel=1e-4, abs=1e-6)
 
 
 def test_float64_rows_too_large_or_too_small_are_refused_with_the_reason(pair):
@@ -164,6 +172,16 @@ def test_float64_rows_too_large_or_too_small_are_refused_with_the_reason(pair):
     small[[3, 8]] = 1e-160
     with pytest.raises(ValueError, match=r"other has values too small for float64 second moments .* 2 rows: 3, 8"):
         fs.sas(x, small)
+
+
+def test_retrieval_rows_too_large_to_normalise_are_refused_with_the_reason(pair):
+    """The pairwise kernels' own problem, worded by the one bad-row builder from the core's constant."""
+    x, y = pair
+    big = x.copy()
+    big[2] = 1e300
+    with pytest.raises(ValueError, match=re.escape(f"images has {_core.TOO_LARGE_TO_NORMALISE_ROWS} in 1 row: 2; "
+                                                   "rescale the embeddings")):
+        fs.retrieval(big, y)
 
 
 def test_moments_that_overflow_float64_are_refused_not_infinite():
