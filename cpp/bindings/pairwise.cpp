@@ -20,6 +20,21 @@ namespace {
 
 using Codes = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>;
 
+constexpr const char* kPrecisions = "'auto', 'float32', 'bfloat16' or 'int8'";
+
+fastsas::ScreenPrecision precision_of(const std::string& name) {
+  using P = fastsas::ScreenPrecision;
+  for (P p : {P::kAuto, P::kNone, P::kBFloat16, P::kInt8})
+    if (name == fastsas::screen_precision_name(p)) return p;
+  throw py::value_error("precision must be " + std::string(kPrecisions) + ", got '" + name + "'");
+}
+
+void put_screen(py::dict& out, std::int64_t rechecked, std::int64_t screened, fastsas::ScreenPrecision precision) {
+  out["rechecked"] = rechecked;
+  out["screened"] = screened;
+  out["precision"] = std::string(fastsas::screen_precision_name(precision));
+}
+
 template <class V>
 py::array_t<V> to_numpy(std::vector<V>&& v, Index rows, Index cols) {
   auto* heap = new std::vector<V>(std::move(v));
@@ -57,7 +72,7 @@ py::dict retrieval_typed(const py::array& x, const py::array& y, const py::objec
   const Index n = xv.rows, m = yv.rows;
   out["image_ranks"] = to_numpy(std::move(r.image_ranks), n, -1);
   out["text_ranks"] = to_numpy(std::move(r.text_ranks), m, -1);
-  out["rechecked"] = r.rechecked;
+  put_screen(out, r.rechecked, r.screened, r.precision);
   if (r.topk > 0) {
     out["image_topk"] = to_numpy(std::move(r.image_topk), n, r.topk);
     out["image_topk_sim"] = to_numpy(std::move(r.image_topk_sim), n, r.topk);
@@ -114,7 +129,7 @@ py::dict counts_typed(const py::array& x, const py::array& y, const py::object& 
   py::dict out;
   out["image_counts"] = to_numpy(std::move(r.image_counts), xv.rows, -1);
   out["text_counts"] = to_numpy(std::move(r.text_counts), yv.rows, -1);
-  out["rechecked"] = r.rechecked;
+  put_screen(out, r.rechecked, r.screened, r.precision);
   return out;
 }
 
@@ -145,19 +160,22 @@ void register_pairwise(py::module_& m) {
   m.def(
       "retrieval",
       [](const py::array& x, const py::array& y, const py::object& image_codes, const py::object& text_codes,
-         Index tile_rows, Index tile_cols, int threads, Index topk) {
+         Index tile_rows, Index tile_cols, int threads, Index topk, const std::string& precision) {
         fastsas::RetrievalOptions opt;
         opt.tile_rows = tile_rows;
         opt.tile_cols = tile_cols;
         opt.threads = threads;
         opt.topk = topk;
+        opt.precision = precision_of(precision);
         return dispatch_float(x, y, "images and texts", [&](auto tag) {
           return retrieval_typed<decltype(tag)>(x, y, image_codes, text_codes, opt);
         });
       },
       py::arg("x"), py::arg("y"), py::arg("image_codes") = py::none(), py::arg("text_codes") = py::none(),
       py::arg("tile_rows") = 0, py::arg("tile_cols") = 0, py::arg("threads") = 1, py::arg("topk") = 0,
-      "Exact bidirectional retrieval ranks (0 for a query without a match) and optional top-k.");
+      py::arg("precision") = "auto",
+      "Exact bidirectional retrieval ranks (0 for a query without a match) and optional top-k; "
+      "'rechecked' of 'screened' tile entries were re-decided exactly; 'precision' is the tile precision used.");
 
   m.def(
       "retrieval_thresholds",
@@ -177,18 +195,49 @@ void register_pairwise(py::module_& m) {
       "retrieval_counts",
       [](const py::array& x, const py::array& y, const py::object& image_codes, const py::object& text_codes,
          const py::object& image_thresholds, const py::object& text_thresholds, Index tile_rows, Index tile_cols,
-         int threads) {
+         int threads, const std::string& precision) {
         fastsas::RetrievalOptions opt;
         opt.tile_rows = tile_rows;
         opt.tile_cols = tile_cols;
         opt.threads = threads;
+        opt.precision = precision_of(precision);
         return dispatch_float(x, y, "images and texts", [&](auto tag) {
           return counts_typed<decltype(tag)>(x, y, image_codes, text_codes, image_thresholds, text_thresholds, opt);
         });
       },
       py::arg("x"), py::arg("y"), py::arg("image_codes"), py::arg("text_codes"), py::arg("image_thresholds"),
       py::arg("text_thresholds"), py::arg("tile_rows") = 0, py::arg("tile_cols") = 0, py::arg("threads") = 1,
+      py::arg("precision") = "auto",
       "Counts of non-matching candidates above each query's threshold for one (image, text) block pair.");
+
+  m.def(
+      "retrieval_screen_check",
+      [](const py::array& x, const py::array& y, const std::string& precision) {
+        return dispatch_float(x, y, "x and y", [&](auto tag) {
+          using T = decltype(tag);
+          const auto xv = fastsas::bindings::view_of<T>(x, "x");
+          const auto yv = fastsas::bindings::view_of<T>(y, "y");
+          const fastsas::ScreenPrecision p = precision_of(precision);
+          fastsas::ScreenCheck c;
+          {
+            py::gil_scoped_release release;
+            c = fastsas::retrieval_screen_check(xv, yv, p);
+          }
+          py::dict out;
+          out["screened"] = to_numpy(std::move(c.screened), xv.rows, yv.rows);
+          out["bound"] = to_numpy(std::move(c.bound), xv.rows, yv.rows);
+          out["canonical"] = to_numpy(std::move(c.canonical), xv.rows, yv.rows);
+          return out;
+        });
+      },
+      py::arg("x"), py::arg("y"), py::arg("precision"),
+      "Every screened similarity of x's rows against y's, its proven error bound and the canonical value "
+      "(n x m each; tests and diagnostics).");
+
+  m.def(
+      "screen_supported",
+      [](const std::string& precision) { return fastsas::screen_supported(precision_of(precision)); },
+      py::arg("precision"), "Whether this CPU can run the retrieval tiles in `precision` (checked with cpuid).");
 
   m.def(
       "mmd",

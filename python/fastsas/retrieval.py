@@ -10,9 +10,35 @@ from fastsas import _core
 from fastsas._validate import (Result, as_embeddings, check_number_sequence, one_per_row, rename_bad_rows,
                                resolve_backend, resolve_threads)
 
-__all__ = ["retrieval"]
+__all__ = ["PRECISIONS", "retrieval"]
 
 _NAMES = {"x": "images", "y": "texts"}
+# Tile precisions of the CPU engine: "auto" picks the fastest exact one for the data and the
+# CPU; "float32" is the GEMM in the input's own precision (float64 input keeps float64);
+# "bfloat16" and "int8" screen the tiles on CPUs with AVX512_BF16 / AVX512_VNNI.
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")
+
+
+class RetrievalResult(Result):
+    """fs.retrieval's dict, with ``.screen``: how the tiles were computed, as a dict with
+    ``precision`` (the tile precision that ran), ``screened`` (tile entries, n_images x
+    n_texts) and ``rechecked`` (entries inside the proven band, re-decided exactly); the
+    band occupancy is rechecked / screened. An attribute, not a key, like ``.backend``."""
+
+    screen: dict
+
+    def __init__(self, values: Any = (), backend: str = "cpu", screen: dict | None = None):
+        super().__init__(values, backend)
+        self.screen = dict(screen or {})
+
+    def __reduce__(self):
+        return (RetrievalResult, (dict(self), self.backend, self.screen))
+
+
+def check_precision(precision: Any) -> str:
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    return precision
 
 
 def _as_id_array(ids: Any, name: str, rows: int, side: str) -> np.ndarray:
@@ -103,6 +129,7 @@ def retrieval(
     threads: int | None = None,
     tile: int | tuple[int, int] | None = None,
     backend: str = "auto",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Exact bidirectional cosine retrieval: R@k, rSum, median / mean rank and MRR.
 
@@ -134,6 +161,16 @@ def retrieval(
 
     ``threads``: worker threads (None: the fastsas default). ``tile``: rows per tile, or
     (image rows, text columns); results do not depend on either.
+
+    ``precision`` (CPU): the format the similarity tiles are computed in; the ranks are the
+    same in every one. "auto" (default) takes the fastest exact path for the data and the CPU;
+    "float32" the GEMM in the input's own precision (float64 input keeps float64); "bfloat16"
+    (AVX512_BF16) and "int8" (AVX512_VNNI) screen the tiles in that format, decide every pair
+    outside a proven error bound from the screened value and re-decide the pairs inside it
+    with the exact similarity (docs/definitions.md, "Reduced-precision screening"); asking for
+    one the CPU lacks raises ValueError. ``result.screen`` says which ran and how many pairs
+    were re-decided. ``return_topk`` needs "auto" or "float32" (its similarities are tile
+    values).
 
     ``backend``: "auto" (the GPU when CuPy sees one, else the CPU), "cpu" or "cuda". On the
     GPU (inputs may also be CuPy arrays or torch CUDA tensors) the tiles are fp16 GEMMs with
@@ -181,6 +218,10 @@ def retrieval(
         raise ValueError(f"return_topk must be a non-negative integer, got {return_topk!r}")
     tile_rows, tile_cols = _check_tile(tile)
     nthreads = resolve_threads(threads)
+    precision = check_precision(precision)
+    if kind == "cuda" and precision != "auto":
+        raise ValueError(f"precision={precision!r} applies to the CPU engine; the GPU backend screens its tiles "
+                         "in fp16 (pass backend='cpu' to choose the CPU tile precision)")
 
     if kind == "cuda":
         if return_topk:
@@ -188,15 +229,19 @@ def retrieval(
                              "only); pass backend='cpu' to get the top-k lists")
         from fastsas.gpu.retrieval import retrieval_ranks
 
-        ranks = retrieval_ranks(x, y, icodes, tcodes, tile=(tile_rows, tile_cols) if tile_rows else None)
-        core = {"image_ranks": ranks[0], "text_ranks": ranks[1]}
+        stats: dict = {}
+        ranks = retrieval_ranks(x, y, icodes, tcodes, tile=(tile_rows, tile_cols) if tile_rows else None,
+                                stats=stats)
+        core = {"image_ranks": ranks[0], "text_ranks": ranks[1], "precision": stats["precision"],
+                "screened": n_images * n_texts, "rechecked": stats["rechecked"]}
     else:
         try:
-            core = _core.retrieval(x, y, icodes, tcodes, tile_rows, tile_cols, nthreads, int(return_topk))
+            core = _core.retrieval(x, y, icodes, tcodes, tile_rows, tile_cols, nthreads, int(return_topk), precision)
         except _core.BadRowsError as exc:
             raise rename_bad_rows(exc, _NAMES) from None
 
-    out = Result(rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks), kind)
+    screen = {key: core[key] for key in ("precision", "screened", "rechecked")}
+    out = RetrievalResult(rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks), kind, screen)
     if return_topk:
         out["i2t_topk"] = core["image_topk"]
         out["i2t_topk_sim"] = core["image_topk_sim"]
