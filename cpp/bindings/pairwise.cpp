@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -95,36 +96,59 @@ A one_per_row(const py::object& obj, Index rows, const char* name, const char* k
   return a;
 }
 
+static_assert(sizeof(fastsas::ExactThreshold) == 2 * sizeof(std::int64_t), "ExactThreshold is two int64");
+using Exacts = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+
+// (rows, 2) int64 array of exact thresholds, or null for None.
+const fastsas::ExactThreshold* exact_of(const py::object& obj, Index rows, const char* name, Exacts& keep) {
+  if (obj.is_none()) return nullptr;
+  keep = Exacts::ensure(obj);
+  if (!keep || keep.ndim() != 2 || keep.shape(0) != rows || keep.shape(1) != 2)
+    throw py::value_error(std::string(name) + " must be None or an int64 array of shape (" + std::to_string(rows) +
+                          ", 2) from retrieval_thresholds(..., exact=True)");
+  return reinterpret_cast<const fastsas::ExactThreshold*>(keep.data());
+}
+
 template <class T>
-py::array_t<double> thresholds_typed(const py::array& q, const py::array& c, const py::object& qcodes,
-                                     const py::object& ccodes, const std::string& qname, const std::string& cname,
-                                     int threads) {
+py::object thresholds_typed(const py::array& q, const py::array& c, const py::object& qcodes,
+                            const py::object& ccodes, const std::string& qname, const std::string& cname, int threads,
+                            bool want_exact) {
   const auto qv = fastsas::bindings::view_of<T>(q, "queries");
   const auto cv = fastsas::bindings::view_of<T>(c, "candidates");
   const Codes qc = one_per_row<Codes>(qcodes, qv.rows, "query_codes", "integer");
   const Codes cc = one_per_row<Codes>(ccodes, cv.rows, "candidate_codes", "integer");
   std::vector<double> thr;
+  std::vector<fastsas::ExactThreshold> exact;
   {
     py::gil_scoped_release release;
-    thr = fastsas::retrieval_thresholds(qv, cv, qc.data(), cc.data(), qname.c_str(), cname.c_str(), threads);
+    thr = fastsas::retrieval_thresholds(qv, cv, qc.data(), cc.data(), qname.c_str(), cname.c_str(), threads,
+                                        want_exact ? &exact : nullptr);
   }
-  return to_numpy(std::move(thr), qv.rows, -1);
+  py::array_t<double> values = to_numpy(std::move(thr), qv.rows, -1);
+  if (!want_exact) return std::move(values);
+  std::vector<std::int64_t> flat(2 * exact.size());
+  std::memcpy(flat.data(), exact.data(), sizeof(std::int64_t) * flat.size());
+  return py::make_tuple(values, to_numpy(std::move(flat), qv.rows, 2));
 }
 
 template <class T>
 py::dict counts_typed(const py::array& x, const py::array& y, const py::object& image_codes,
                       const py::object& text_codes, const py::object& image_thresholds,
-                      const py::object& text_thresholds, const fastsas::RetrievalOptions& opt) {
+                      const py::object& text_thresholds, const fastsas::RetrievalOptions& opt,
+                      const py::object& image_exact, const py::object& text_exact) {
   const auto xv = fastsas::bindings::view_of<T>(x, "images");
   const auto yv = fastsas::bindings::view_of<T>(y, "texts");
   const Codes ic = one_per_row<Codes>(image_codes, xv.rows, "image_codes", "integer");
   const Codes tc = one_per_row<Codes>(text_codes, yv.rows, "text_codes", "integer");
   const Doubles it = one_per_row<Doubles>(image_thresholds, xv.rows, "image_thresholds", "float");
   const Doubles tt = one_per_row<Doubles>(text_thresholds, yv.rows, "text_thresholds", "float");
+  Exacts keep_i, keep_t;
+  const fastsas::ExactThreshold* ie = exact_of(image_exact, xv.rows, "image_exact", keep_i);
+  const fastsas::ExactThreshold* te = exact_of(text_exact, yv.rows, "text_exact", keep_t);
   fastsas::RetrievalCounts r;
   {
     py::gil_scoped_release release;
-    r = fastsas::retrieval_counts(xv, yv, ic.data(), tc.data(), it.data(), tt.data(), opt);
+    r = fastsas::retrieval_counts(xv, yv, ic.data(), tc.data(), it.data(), tt.data(), opt, ie, te);
   }
   py::dict out;
   out["image_counts"] = to_numpy(std::move(r.image_counts), xv.rows, -1);
@@ -181,33 +205,36 @@ void register_pairwise(py::module_& m) {
       "retrieval_thresholds",
       [](const py::array& queries, const py::array& candidates, const py::object& query_codes,
          const py::object& candidate_codes, const std::string& query_input, const std::string& candidate_input,
-         int threads) {
+         int threads, bool exact) {
         return dispatch_float(queries, candidates, "queries and candidates", [&](auto tag) {
           return thresholds_typed<decltype(tag)>(queries, candidates, query_codes, candidate_codes, query_input,
-                                                 candidate_input, threads);
+                                                 candidate_input, threads, exact);
         });
       },
       py::arg("queries"), py::arg("candidates"), py::arg("query_codes"), py::arg("candidate_codes"),
       py::arg("query_input") = "x", py::arg("candidate_input") = "y", py::arg("threads") = 1,
-      "Per query, the canonical similarity of its best match among the candidates (+inf: none).");
+      py::arg("exact") = false,
+      "Per query, the canonical similarity of its best match among the candidates (+inf: none); with exact=True "
+      "also the (n, 2) int64 exact thresholds (query . match, |match|^2; 0, 0 unless both are integer rows).");
 
   m.def(
       "retrieval_counts",
       [](const py::array& x, const py::array& y, const py::object& image_codes, const py::object& text_codes,
          const py::object& image_thresholds, const py::object& text_thresholds, Index tile_rows, Index tile_cols,
-         int threads, const std::string& precision) {
+         int threads, const std::string& precision, const py::object& image_exact, const py::object& text_exact) {
         fastsas::RetrievalOptions opt;
         opt.tile_rows = tile_rows;
         opt.tile_cols = tile_cols;
         opt.threads = threads;
         opt.precision = precision_of(precision);
         return dispatch_float(x, y, "images and texts", [&](auto tag) {
-          return counts_typed<decltype(tag)>(x, y, image_codes, text_codes, image_thresholds, text_thresholds, opt);
+          return counts_typed<decltype(tag)>(x, y, image_codes, text_codes, image_thresholds, text_thresholds, opt,
+                                             image_exact, text_exact);
         });
       },
       py::arg("x"), py::arg("y"), py::arg("image_codes"), py::arg("text_codes"), py::arg("image_thresholds"),
       py::arg("text_thresholds"), py::arg("tile_rows") = 0, py::arg("tile_cols") = 0, py::arg("threads") = 1,
-      py::arg("precision") = "auto",
+      py::arg("precision") = "auto", py::arg("image_exact") = py::none(), py::arg("text_exact") = py::none(),
       "Counts of non-matching candidates above each query's threshold for one (image, text) block pair.");
 
   m.def(

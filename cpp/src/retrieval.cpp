@@ -166,6 +166,128 @@ Groups group_by_code(const std::int32_t* codes, Index n, Index num_codes) {
   return g;
 }
 
+// ------------------------------------------------------------------ exact ties of integer rows
+//
+// Rows whose coordinates are all integers (sign- or int8-quantised embeddings, binary codes,
+// bool / int8 / uint8 input) have rational squared cosines, and mathematically equal cosines
+// must tie: a canonical value of normalised, rounded rows would break such ties by rounding.
+// For a query row x, a candidate y and the query's best match m, all integer rows, the
+// comparison cos(x, y) > cos(x, m) is decided exactly whenever the canonical values lie
+// within tie_band of each other (outside it the canonical order is the exact order):
+//   p = x.y, q = x.m (exact int64), Y = |y|^2, M = |m|^2;
+//   signs first (p >= 0 > q: y wins; p < 0 <= q: m wins), then p^2 M against q^2 Y in 128-bit
+//   integers (reversed for negative p and q).
+// An integer row has |x|^2 <= 2^40, so |p|, |q| <= 2^40 and p^2 M < 2^120. Rows that are not
+// all integers compare by their canonical values, exactly as before.
+__extension__ typedef __int128 Int128;
+
+constexpr double kIntegerNorm2Max = 1099511627776.0;  // 2^40
+
+template <class T>
+struct IntRows {
+  const MatrixView<T>* v = nullptr;
+  std::vector<std::int64_t> norm2;  // |row|^2 of an integer row, 0 for any other row
+  bool any = false;
+
+  bool is(Index r) const { return any && norm2[static_cast<size_t>(r)] != 0; }
+  std::int64_t dot(Index r, const IntRows& other, Index c) const {
+    std::int64_t acc = 0;
+    for (Index k = 0; k < v->cols; ++k)
+      acc += static_cast<std::int64_t>((*v)(r, k)) * static_cast<std::int64_t>((*other.v)(c, k));
+    return acc;
+  }
+};
+
+// Which rows of v hold only integers (with |row|^2 <= 2^40); a float row stops at its first
+// fractional coordinate, so ordinary embeddings cost one comparison per row.
+template <class T>
+IntRows<T> integer_rows(const MatrixView<T>& v, int threads) {
+  IntRows<T> out;
+  out.v = &v;
+  out.norm2.assign(static_cast<size_t>(v.rows), 0);
+  std::vector<char> found(static_cast<size_t>(std::max(1, threads)), 0);
+  parallel_for(threads, static_cast<long>((v.rows + 4095) / 4096), [&](long c, int wid) {
+    for (Index r = c * 4096; r < std::min(v.rows, (c + 1) * 4096); ++r) {
+      double sum = 0.0;
+      bool integer = true;
+      for (Index k = 0; k < v.cols && integer; ++k) {
+        const double e = static_cast<double>(v(r, k));
+        sum += e * e;  // exact: integers below 2^20, sums below 2^41
+        integer = e == std::nearbyint(e) && sum <= kIntegerNorm2Max;
+      }
+      if (integer && sum > 0) {
+        out.norm2[static_cast<size_t>(r)] = static_cast<std::int64_t>(sum);
+        found[static_cast<size_t>(wid)] = 1;
+      }
+    }
+  });
+  for (char f : found) out.any = out.any || f;
+  return out;
+}
+
+// Sign of cos(x, y) - cos(x, m) for p = x.y, Y = |y|^2, q = x.m, M = |m|^2 (Y, M > 0).
+int compare_cosines(std::int64_t p, std::int64_t Y, std::int64_t q, std::int64_t M) {
+  if ((p >= 0) != (q >= 0)) return p >= 0 ? 1 : -1;
+  const Int128 lhs = static_cast<Int128>(p) * p * M, rhs = static_cast<Int128>(q) * q * Y;
+  const int c = lhs > rhs ? 1 : (lhs < rhs ? -1 : 0);
+  return p >= 0 ? c : -c;
+}
+
+// Twice a bound on |canonical value - exact cosine of the input rows|: normalisation in
+// float64 (a square root, a division, a product: relative 5 * 2^-53 per coordinate) and the
+// rounding to T (u_T) perturb each coordinate by a relative e = u_T + 5 * 2^-53, so the
+// stored rows' dot product errs by <= (2e + e^2) <= 2.01 e; the canonical sum adds
+// gamma_{d+3} |a| |b| <= 1.01 gamma_{d+3}. Two canonical values further apart than this are
+// in the order of the exact cosines.
+template <class T>
+double tie_band(Index d) {
+  const double e = std::ldexp(1.0, -std::numeric_limits<T>::digits) + 5.0 * 0x1p-53;
+  const double n = static_cast<double>(d + 3) * 0x1p-53;
+  return 2.0 * 1.01 * (2.01 * e + 1.01 * n / (1.0 - n));
+}
+
+// The integer rows of both sides and the tie band: what the exact decisions read.
+template <class T>
+struct Ties {
+  const IntRows<T>& a;  // query side
+  const IntRows<T>& b;  // candidate side
+  double band;
+};
+
+// Among candidates of query i with canonical values within tie_band of the best value t (all
+// integer rows, like the query), the exact best; its (x.m, |m|^2) become the query's exact
+// threshold. Leaves `out` empty when the query or any such candidate is not an integer row.
+template <class T, class Candidates>
+void exact_best(const Ties<T>& ties, Index i, double t, const Candidates& each_candidate, ExactThreshold* out) {
+  *out = ExactThreshold{};
+  if (!ties.a.is(i)) return;
+  bool mixed = false;
+  std::int64_t q = 0, M = 0;
+  each_candidate([&](Index j, double v) {
+    if (mixed || v < t - ties.band) return;
+    if (!ties.b.is(j)) {
+      mixed = true;
+      return;
+    }
+    const std::int64_t p = ties.a.dot(i, ties.b, j), Y = ties.b.norm2[static_cast<size_t>(j)];
+    if (M == 0 || compare_cosines(p, Y, q, M) > 0) {
+      q = p;
+      M = Y;
+    }
+  });
+  if (!mixed && M != 0) *out = ExactThreshold{q, M};
+}
+
+// Whether a candidate with canonical value v beats the threshold t of a query whose exact
+// threshold is e; cand: the candidate's row, p its exact dot product with the query (called
+// only when needed).
+template <class T, class Dot>
+bool beats(double v, double t, const ExactThreshold& e, const IntRows<T>& cands, Index cand, double band,
+           const Dot& dot) {
+  if (e.norm2 == 0 || !cands.is(cand) || std::fabs(v - t) > band) return v > t;
+  return compare_cosines(dot(), cands.norm2[static_cast<size_t>(cand)], e.dot, e.norm2) > 0;
+}
+
 // Per-query threshold: the best canonical similarity among the query's matches (queries on
 // side A, matches on side B), +inf for a query without a match.
 //
@@ -184,7 +306,8 @@ constexpr Index kCoarseMatchRows = 1024;   // match rows per tile
 
 template <class T>
 void coarse_best_match(const std::vector<T>& a, const std::vector<T>& b, Index d, const Groups& groups_a,
-                       const Groups& groups_b, const std::vector<Index>& coarse, int threads, double* thr) {
+                       const Groups& groups_b, const std::vector<Index>& coarse, int threads, double* thr,
+                       const Ties<T>& ties, ExactThreshold* exact) {
   struct Item {
     Index code, q0, q1;  // positions in groups_a.members
   };
@@ -228,19 +351,29 @@ void coarse_best_match(const std::vector<T>& a, const std::vector<T>& b, Index d
       const double floor = top[static_cast<size_t>(r)] - 2.0 * band;
       const Index i = groups_a.members[item.q0 + r];
       double best = -std::numeric_limits<double>::infinity();
-      for (const auto& e : near[static_cast<size_t>(r)])
+      const auto& list = near[static_cast<size_t>(r)];
+      for (const auto& e : list)
         if (e.first >= floor)
           best = std::max(best, canonical_dot(a.data() + i * d, b.data() + groups_b.members[e.second] * d, d));
       thr[i] = best;
+      exact_best(ties, i, best, [&](const auto& visit) {
+        for (const auto& e : list)
+          if (e.first >= floor) {
+            const Index j = groups_b.members[e.second];
+            visit(j, canonical_dot(a.data() + i * d, b.data() + j * d, d));
+          }
+      }, exact + i);
     }
   });
 }
 
 template <class T>
 std::vector<double> best_match(const std::vector<T>& a, const std::vector<T>& b, Index d,
-                               const std::int32_t* codes_a, const Groups& groups_b, Index n_a, int threads) {
+                               const std::int32_t* codes_a, const Groups& groups_b, Index n_a, int threads,
+                               const Ties<T>& ties, std::vector<ExactThreshold>* exact) {
   const double inf = std::numeric_limits<double>::infinity();
   std::vector<double> thr(static_cast<size_t>(n_a), inf);
+  exact->assign(static_cast<size_t>(n_a), ExactThreshold{});
   const Index num_codes = static_cast<Index>(groups_b.offsets.size()) - 1;
   const Groups groups_a = group_by_code(codes_a, n_a, num_codes);
   std::vector<char> is_coarse(static_cast<size_t>(num_codes), 0);
@@ -253,7 +386,8 @@ std::vector<double> best_match(const std::vector<T>& a, const std::vector<T>& b,
       coarse.push_back(c);
     }
   }
-  if (!coarse.empty()) coarse_best_match(a, b, d, groups_a, groups_b, coarse, threads, thr.data());
+  if (!coarse.empty())
+    coarse_best_match(a, b, d, groups_a, groups_b, coarse, threads, thr.data(), ties, exact->data());
   constexpr Index kChunk = 1024;
   const long chunks = static_cast<long>((n_a + kChunk - 1) / kChunk);
   parallel_for(threads, chunks, [&](long c, int) {
@@ -267,6 +401,12 @@ std::vector<double> best_match(const std::vector<T>& a, const std::vector<T>& b,
       for (Index p = m0; p < m1; ++p)
         best = std::max(best, canonical_dot(a.data() + i * d, b.data() + groups_b.members[p] * d, d));
       thr[i] = best;
+      exact_best(ties, i, best, [&](const auto& visit) {
+        for (Index p = m0; p < m1; ++p) {
+          const Index j = groups_b.members[p];
+          visit(j, canonical_dot(a.data() + i * d, b.data() + j * d, d));
+        }
+      }, exact->data() + i);
     }
   });
   return thr;
@@ -280,15 +420,18 @@ struct Bounds {
   std::vector<T> lo, hi;
 };
 
+// A query with an exact threshold (integer rows) widens its band by the tie band, so that
+// every candidate the exact comparison may decide differently is re-checked.
 template <class T>
-Bounds<T> bounds_of(std::vector<double> thr, double band) {
+Bounds<T> bounds_of(std::vector<double> thr, double band, const ExactThreshold* exact, double tie) {
   Bounds<T> b;
   b.lo.assign(thr.size(), std::numeric_limits<T>::infinity());
   b.hi.assign(thr.size(), std::numeric_limits<T>::infinity());
   for (size_t i = 0; i < thr.size(); ++i)
     if (std::isfinite(thr[i])) {
-      b.lo[i] = round_down<T>(thr[i] - band);
-      b.hi[i] = round_up<T>(thr[i] + band);
+      const double w = band + (exact != nullptr && exact[i].norm2 != 0 ? tie : 0.0);
+      b.lo[i] = round_down<T>(thr[i] - w);
+      b.hi[i] = round_up<T>(thr[i] + w);
     }
   b.thr = std::move(thr);
   return b;
@@ -312,6 +455,23 @@ struct Rows {
   Index n, m, d;
   const std::int32_t* ic;
   const std::int32_t* tcodes;
+  // Exact ties: the integer rows of both sides, both sides' exact thresholds (null: none) and
+  // the tie band.
+  const IntRows<T>& xi;
+  const IntRows<T>& yi;
+  const ExactThreshold* ex_i;
+  const ExactThreshold* ex_t;
+  double tie;
+
+  // Whether text j beats image i's threshold t (canonical value v), and image i text j's.
+  bool image_beats(Index i, Index j, double v, double t) const {
+    if (ex_i == nullptr) return v > t;
+    return beats(v, t, ex_i[i], yi, j, tie, [&] { return xi.dot(i, yi, j); });
+  }
+  bool text_beats(Index j, Index i, double v, double t) const {
+    if (ex_t == nullptr) return v > t;
+    return beats(v, t, ex_t[j], xi, i, tie, [&] { return xi.dot(i, yi, j); });
+  }
 };
 
 // ... with the bounds of the tile precision T.
@@ -398,8 +558,8 @@ std::int64_t count_tiles(const Sides<T>& s, Index tr, Index tc, int threads, Ind
             const bool col_band = v >= lc[j] && v <= hc[j];
             const double exact = canonical_dot(xi, yn + (j0 + j) * d, d);
             ++w.rechecked;
-            if (row_band && exact > thr_i[i]) ++count;
-            if (col_band && exact > thr_t[j0 + j]) ++ccount[j];
+            if (row_band && s.image_beats(i, j0 + j, exact, thr_i[i])) ++count;
+            if (col_band && s.text_beats(j0 + j, i, exact, thr_t[j0 + j])) ++ccount[j];
           }
         }
         image_counts[i] += count;
@@ -461,7 +621,7 @@ std::int64_t count_tiles(const Sides<T>& s, Index tr, Index tc, int threads, Ind
 
 template <class T>
 Bounds<float> screen_bounds(std::vector<double> thr, const ScreenPack& own, const ScreenPack& other,
-                            ScreenPrecision precision) {
+                            ScreenPrecision precision, const ExactThreshold* exact, double tie) {
   Bounds<float> b;
   const size_t n = thr.size();
   const size_t padded = static_cast<size_t>(own.panels * own.panel_rows);
@@ -470,7 +630,8 @@ Bounds<float> screen_bounds(std::vector<double> thr, const ScreenPack& own, cons
   for (size_t i = 0; i < n; ++i)
     if (std::isfinite(thr[i])) {
       const double band = pair_error_bound(precision, own.d, own.norm[i], own.qnorm[i], own.err[i], other.max_norm,
-                                           other.max_qnorm, other.max_err);
+                                           other.max_qnorm, other.max_err) +
+                          (exact != nullptr && exact[i].norm2 != 0 ? tie : 0.0);
       b.lo[i] = round_down<float>(thr[i] - band);
       b.hi[i] = round_up<float>(thr[i] + band);
     }
@@ -549,8 +710,9 @@ void decide_pending(const Rows<T>& s, const Bounds<float>& bi, const Bounds<floa
                     std::int64_t* image_counts) {
   const Index d = s.d;
   auto apply = [&](const Pending& p, double exact) {
-    if ((p.flags & 1) && exact > bi.thr[static_cast<size_t>(p.i)]) ++image_counts[p.i];
-    if ((p.flags & 2) && exact > bt.thr[static_cast<size_t>(p.j)]) ++w.text_counts[static_cast<size_t>(p.j)];
+    if ((p.flags & 1) && s.image_beats(p.i, p.j, exact, bi.thr[static_cast<size_t>(p.i)])) ++image_counts[p.i];
+    if ((p.flags & 2) && s.text_beats(p.j, p.i, exact, bt.thr[static_cast<size_t>(p.j)]))
+      ++w.text_counts[static_cast<size_t>(p.j)];
   };
   const size_t n = w.pending.size();
   size_t q = 0;
@@ -589,8 +751,8 @@ std::int64_t count_tiles_screened(const Rows<T>& s, ScreenPrecision precision, c
   const ScreenPack pb = prebuilt_b != nullptr && prebuilt_b->precision == precision
                             ? std::move(*prebuilt_b)
                             : pack_screen_rows(s.yn, m, d, precision, ScreenSide::kB, threads);
-  const Bounds<float> bi = screen_bounds<T>(thr_i, pa, pb, precision);
-  const Bounds<float> bt = screen_bounds<T>(thr_t, pb, pa, precision);
+  const Bounds<float> bi = screen_bounds<T>(thr_i, pa, pb, precision, s.ex_i, s.tie);
+  const Bounds<float> bt = screen_bounds<T>(thr_t, pb, pa, precision, s.ex_t, s.tie);
   std::vector<std::int32_t> ct(static_cast<size_t>(pb.panels * kScreenCols), -1);
   std::copy(s.tcodes, s.tcodes + m, ct.begin());
 
@@ -786,25 +948,30 @@ RetrievalResult retrieval(const MatrixView<T>& x, const MatrixView<T>& y, const 
   const std::vector<T> xn = detail::pack_rows(x, "x", true, threads);
   const std::vector<T> yn = detail::pack_rows(y, "y", true, threads);
 
+  const IntRows<T> xi = integer_rows(x, threads), yi = integer_rows(y, threads);
+  const double tie = tie_band<T>(d);
   std::vector<double> thr_i, thr_t;
+  std::vector<ExactThreshold> ex_i, ex_t;
   {
     const Groups text_groups = group_by_code(tcodes.data(), m, num_codes);
     const Groups image_groups = group_by_code(ic.data(), n, num_codes);
-    thr_i = best_match(xn, yn, d, ic.data(), text_groups, n, threads);
-    thr_t = best_match(yn, xn, d, tcodes.data(), image_groups, m, threads);
+    thr_i = best_match(xn, yn, d, ic.data(), text_groups, n, threads, Ties<T>{xi, yi, tie}, &ex_i);
+    thr_t = best_match(yn, xn, d, tcodes.data(), image_groups, m, threads, Ties<T>{yi, xi, tie}, &ex_t);
   }
+  const bool exact = xi.any && yi.any;
 
   RetrievalResult res;
   res.topk = topk;
   res.precision = precision;
   res.screened = static_cast<std::int64_t>(n) * static_cast<std::int64_t>(m);
   std::vector<std::int64_t> image_counts(static_cast<size_t>(n), 0), text_counts(static_cast<size_t>(m), 0);
-  const Rows<T> rows{xn.data(), yn.data(), n, m, d, ic.data(), tcodes.data()};
+  const Rows<T> rows{xn.data(), yn.data(), n, m, d, ic.data(), tcodes.data(), xi, yi,
+                     exact ? ex_i.data() : nullptr, exact ? ex_t.data() : nullptr, tie};
   ScreenPack gallery;
   if (precision == ScreenPrecision::kAuto) res.precision = precision = choose_screen(rows, thr_i, threads, &gallery);
   if (precision == ScreenPrecision::kNone) {
     const double band = rounding_band<T>(d);
-    const Bounds<T> bi = bounds_of<T>(thr_i, band), bt = bounds_of<T>(thr_t, band);
+    const Bounds<T> bi = bounds_of<T>(thr_i, band, rows.ex_i, tie), bt = bounds_of<T>(thr_t, band, rows.ex_t, tie);
     const Sides<T> sides{rows, bi, bt};
     res.rechecked = count_tiles(sides, tr, tc, threads, topk, image_counts.data(), text_counts.data(), &res);
   } else {
@@ -829,7 +996,8 @@ template RetrievalResult retrieval(const MatrixView<double>&, const MatrixView<d
 template <class T>
 std::vector<double> retrieval_thresholds(const MatrixView<T>& queries, const MatrixView<T>& candidates,
                                          const std::int32_t* query_codes, const std::int32_t* candidate_codes,
-                                         const char* query_input, const char* candidate_input, int threads) {
+                                         const char* query_input, const char* candidate_input, int threads,
+                                         std::vector<ExactThreshold>* exact) {
   const Index n = queries.rows, m = candidates.rows, d = queries.cols;
   if (candidates.cols != d) throw std::invalid_argument("queries and candidates must have the same number of columns");
   if (d < 1) throw std::invalid_argument("queries and candidates must have at least one column");
@@ -839,20 +1007,26 @@ std::vector<double> retrieval_thresholds(const MatrixView<T>& queries, const Mat
   const Index num_codes = static_cast<Index>(max_code(query_codes, n, candidate_codes, m)) + 1;
   const std::vector<T> qn = detail::pack_rows(queries, query_input, true, threads);
   const std::vector<T> cn = detail::pack_rows(candidates, candidate_input, true, threads);
-  return best_match(qn, cn, d, query_codes, group_by_code(candidate_codes, m, num_codes), n, threads);
+  const IntRows<T> qi = integer_rows(queries, threads), ci = integer_rows(candidates, threads);
+  std::vector<ExactThreshold> ex;
+  std::vector<double> thr = best_match(qn, cn, d, query_codes, group_by_code(candidate_codes, m, num_codes), n, threads,
+                                       Ties<T>{qi, ci, tie_band<T>(d)}, &ex);
+  if (exact != nullptr) *exact = std::move(ex);
+  return thr;
 }
 
 template std::vector<double> retrieval_thresholds(const MatrixView<float>&, const MatrixView<float>&,
                                                   const std::int32_t*, const std::int32_t*, const char*,
-                                                  const char*, int);
+                                                  const char*, int, std::vector<ExactThreshold>*);
 template std::vector<double> retrieval_thresholds(const MatrixView<double>&, const MatrixView<double>&,
                                                   const std::int32_t*, const std::int32_t*, const char*,
-                                                  const char*, int);
+                                                  const char*, int, std::vector<ExactThreshold>*);
 
 template <class T>
 RetrievalCounts retrieval_counts(const MatrixView<T>& x, const MatrixView<T>& y, const std::int32_t* image_codes,
                                  const std::int32_t* text_codes, const double* image_thresholds,
-                                 const double* text_thresholds, const RetrievalOptions& options) {
+                                 const double* text_thresholds, const RetrievalOptions& options,
+                                 const ExactThreshold* image_exact, const ExactThreshold* text_exact) {
   const Index n = x.rows, m = y.rows, d = x.cols;
   if (y.cols != d) throw std::invalid_argument("images and texts must have the same number of columns");
   if (n < 1 || m < 1 || d < 1) throw std::invalid_argument("images and texts must be non-empty");
@@ -876,12 +1050,17 @@ RetrievalCounts retrieval_counts(const MatrixView<T>& x, const MatrixView<T>& y,
   out.screened = static_cast<std::int64_t>(n) * static_cast<std::int64_t>(m);
   out.image_counts.assign(static_cast<size_t>(n), 0);
   out.text_counts.assign(static_cast<size_t>(m), 0);
-  const Rows<T> rows{xn.data(), yn.data(), n, m, d, image_codes, text_codes};
+  const IntRows<T> xi = integer_rows(x, threads), yi = integer_rows(y, threads);
+  const double tie = tie_band<T>(d);
+  const bool exact = xi.any && yi.any;
+  const Rows<T> rows{xn.data(), yn.data(), n, m, d, image_codes, text_codes, xi, yi,
+                     exact ? image_exact : nullptr, exact ? text_exact : nullptr, tie};
   ScreenPack gallery;
   if (precision == ScreenPrecision::kAuto) out.precision = precision = choose_screen(rows, thr_i, threads, &gallery);
   if (precision == ScreenPrecision::kNone) {
     const double band = rounding_band<T>(d);
-    const Bounds<T> bi = bounds_of<T>(std::move(thr_i), band), bt = bounds_of<T>(std::move(thr_t), band);
+    const Bounds<T> bi = bounds_of<T>(std::move(thr_i), band, rows.ex_i, tie);
+    const Bounds<T> bt = bounds_of<T>(std::move(thr_t), band, rows.ex_t, tie);
     const Sides<T> sides{rows, bi, bt};
     out.rechecked = count_tiles(sides, tr, tc, threads, 0, out.image_counts.data(), out.text_counts.data(), nullptr);
   } else {
@@ -893,10 +1072,10 @@ RetrievalCounts retrieval_counts(const MatrixView<T>& x, const MatrixView<T>& y,
 
 template RetrievalCounts retrieval_counts(const MatrixView<float>&, const MatrixView<float>&, const std::int32_t*,
                                           const std::int32_t*, const double*, const double*,
-                                          const RetrievalOptions&);
+                                          const RetrievalOptions&, const ExactThreshold*, const ExactThreshold*);
 template RetrievalCounts retrieval_counts(const MatrixView<double>&, const MatrixView<double>&, const std::int32_t*,
                                           const std::int32_t*, const double*, const double*,
-                                          const RetrievalOptions&);
+                                          const RetrievalOptions&, const ExactThreshold*, const ExactThreshold*);
 
 namespace {
 

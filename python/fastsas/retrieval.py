@@ -10,7 +10,7 @@ from fastsas import _core
 from fastsas._validate import (Result, as_embeddings, check_number_sequence, one_per_row, rename_bad_rows,
                                resolve_backend, resolve_threads)
 
-__all__ = ["PRECISIONS", "retrieval"]
+__all__ = ["PRECISIONS", "QUANTISATIONS", "quantisation_cost", "quantise", "retrieval"]
 
 _NAMES = {"x": "images", "y": "texts"}
 # Tile precisions of the CPU engine: "auto" picks the fastest exact one for the data and the
@@ -33,6 +33,18 @@ class RetrievalResult(Result):
 
     def __reduce__(self):
         return (RetrievalResult, (dict(self), self.backend, self.screen))
+
+
+# Integer embeddings (sign/binary codes, int8 quantisation) are computed exactly: their
+# values are exact in float32, and rows of integers compare by their exact rational cosines.
+INTEGER_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.bool_))
+
+
+def integer_as_float32(a: Any) -> Any:
+    """An int8 / uint8 / bool NumPy array as float32 (exact); anything else unchanged."""
+    if isinstance(a, np.ndarray) and a.dtype in INTEGER_DTYPES:
+        return a.astype(np.float32)
+    return a
 
 
 def check_precision(precision: Any) -> str:
@@ -135,7 +147,12 @@ def retrieval(
 
     images: (n_images, d), texts: (n_texts, d) float16/32/64 arrays (float32 and float64
     are computed in their own precision without a copy of the input; mixed precisions in
-    float64). Rows are L2-normalised (zero-norm and non-finite rows are refused, naming them).
+    float64), or int8 / uint8 / bool arrays (quantised or binary embeddings, converted to
+    float32 exactly). Rows are L2-normalised (zero-norm and non-finite rows are refused,
+    naming them). Rows whose coordinates are all integers, whatever the dtype, are compared
+    by their exact rational cosines wherever rounding could decide otherwise, so
+    mathematically equal cosines tie (docs/definitions.md, "Exact ties of integer-valued
+    rows"); ``quantisation_cost`` measures what quantising embeddings costs in retrieval.
 
     Ground truth: an image and a text match when their ids are equal. By default (both ids
     None) row i of ``images`` matches row i of ``texts``. COCO (5 captions per image): give
@@ -185,6 +202,7 @@ def retrieval(
     >>> 0.0 <= r["i2t_r1"] <= r["i2t_r5"] <= r["i2t_r10"] <= 1.0
     True
     """
+    images, texts = integer_as_float32(images), integer_as_float32(texts)
     kind = resolve_backend(backend, images, texts)
     if kind == "cuda" and backend == "auto" and return_topk:
         # Top-k lists are a CPU feature: "auto" keeps host inputs on the CPU for them.
@@ -268,4 +286,73 @@ def rank_summary(image_ranks: np.ndarray, text_ranks: np.ndarray, ks: tuple[int,
             out[f"{name}_ranks"] = r
             out[f"{name}_queries"] = queries.astype(np.int64)
     out["rsum"] = float(100.0 * sum(out[f"i2t_r{k}"] + out[f"t2i_r{k}"] for k in ks))
+    return out
+
+
+QUANTISATIONS = ("binary", "int8")
+
+
+def quantise(embeddings: Any, scheme: str) -> np.ndarray:
+    """Quantised copy of (n, d) float embeddings as int8 rows.
+
+    Parameters
+    ----------
+    embeddings : (n, d) float array.
+    scheme : "binary" (the sign of each coordinate, as -1 / +1; cosines of such codes are
+        1 - 2 Hamming / d) or "int8" (each row scaled by 127 / max |coordinate| and rounded:
+        cosines do not depend on the per-row scale).
+
+    Returns
+    -------
+    (n, d) int8 array.
+
+    >>> import numpy as np
+    >>> quantise(np.array([[0.5, -0.25, 0.0]]), "binary").tolist(), quantise(np.array([[0.5, -0.25, 0.0]]), "int8").tolist()
+    ([[1, -1, 1]], [[127, -64, 0]])
+    """
+    x = as_embeddings(embeddings, "embeddings", min_rows=1).astype(np.float64, copy=False)
+    if scheme == "binary":
+        return np.where(x >= 0, 1, -1).astype(np.int8)
+    if scheme == "int8":
+        top = np.abs(x).max(axis=1, keepdims=True)
+        top[top == 0] = 1.0
+        return np.clip(np.rint(x * (127.0 / top)), -127, 127).astype(np.int8)
+    raise ValueError(f"scheme must be one of {QUANTISATIONS}, got {scheme!r}")
+
+
+def quantisation_cost(images: Any, texts: Any, image_ids: Any = None, text_ids: Any = None,
+                      ks: Sequence[int] = (1, 5, 10), schemes: Sequence[str] = QUANTISATIONS,
+                      **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """What quantising the embeddings costs in retrieval: R@k, MRR, rSum and median rank of
+    the float embeddings beside the same pairs quantised (``quantise``), all exact.
+
+    Parameters
+    ----------
+    images, texts, image_ids, text_ids, ks : as in ``retrieval``.
+    schemes : quantisations to compare ("binary", "int8").
+    **kwargs : passed to ``retrieval`` (threads, tile, precision, ...).
+
+    Returns
+    -------
+    dict: ``"float"`` and one entry per scheme, each ``retrieval``'s summary (no rank arrays);
+    each scheme's entry also has ``i2t_ranks_changed`` / ``t2i_ranks_changed``, the fraction
+    of queries whose rank differs from the float embeddings'.
+
+    >>> import numpy as np, fastsas as fs
+    >>> x, y = fs.synthetic.paired_embeddings(500, 32, seed=1)
+    >>> cost = quantisation_cost(x, y, ks=(1, 5))
+    >>> sorted(cost), 0 <= cost["binary"]["i2t_r1"] <= 1
+    (['binary', 'float', 'int8'], True)
+    """
+    def summary(a, b):
+        r = retrieval(a, b, image_ids, text_ids, ks=ks, return_ranks=True, **kwargs)
+        return r, {k: v for k, v in r.items() if not isinstance(v, np.ndarray)}
+
+    base, out_float = summary(images, texts)
+    out = {"float": out_float}
+    for scheme in schemes:
+        r, s = summary(quantise(images, scheme), quantise(texts, scheme))
+        for name in ("i2t", "t2i"):
+            s[f"{name}_ranks_changed"] = float(np.mean(r[f"{name}_ranks"] != base[f"{name}_ranks"]))
+        out[scheme] = s
     return out

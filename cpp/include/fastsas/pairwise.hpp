@@ -15,7 +15,9 @@ namespace fastsas {
 // ------------------------------------------------------------------------------ retrieval
 //
 // Rank of a query = 1 + the number of non-matching candidates whose similarity to it is
-// strictly greater than the best similarity among its own matches.
+// strictly greater than the best similarity among its own matches. Rows of integers
+// (quantised embeddings) compare by their exact rational cosines wherever rounding could
+// decide otherwise, so mathematically equal cosines tie (retrieval.cpp, "exact ties").
 //
 // Exactness. Every similarity is *defined* as the "canonical" dot product of the two
 // L2-normalised rows (rows normalised in float64, stored in the input's precision T, then
@@ -77,10 +79,21 @@ RetrievalResult retrieval(const MatrixView<T>& x, const MatrixView<T>& y, const 
 // `candidates` (rows with an equal code; give at least every match of every query), +inf
 // for a query without one. Bad rows raise BadRowsError naming `query_input` /
 // `candidate_input` and the row in that block.
+//
+// Exact ties (integer rows: see docs/definitions.md, "Exact ties of integer-valued rows"):
+// when a query row and its best match are rows of integers, `exact` (when not null)
+// receives (x.m, |m|^2) of that match, the exact threshold retrieval_counts compares
+// integer candidates against; {0, 0} for every other query.
+struct ExactThreshold {
+  std::int64_t dot = 0;    // query . best match (exact)
+  std::int64_t norm2 = 0;  // |best match|^2; 0: no exact threshold
+};
+
 template <class T>
 std::vector<double> retrieval_thresholds(const MatrixView<T>& queries, const MatrixView<T>& candidates,
                                          const std::int32_t* query_codes, const std::int32_t* candidate_codes,
-                                         const char* query_input, const char* candidate_input, int threads);
+                                         const char* query_input, const char* candidate_input, int threads,
+                                         std::vector<ExactThreshold>* exact = nullptr);
 
 struct RetrievalCounts {
   // image_counts[i]: texts of this block that do not match image i (codes differ) and whose
@@ -95,10 +108,14 @@ struct RetrievalCounts {
 // refused). One pass over the block pair's tiles serves both directions; options.topk is
 // ignored, options.precision applies as in `retrieval`. Bad rows raise BadRowsError ("x" or
 // "y", rows counted within the block).
+// image_exact / text_exact: the exact thresholds of both sides (retrieval_thresholds'
+// `exact`, one per row), or null: integer candidates are then compared by canonical values.
 template <class T>
 RetrievalCounts retrieval_counts(const MatrixView<T>& x, const MatrixView<T>& y, const std::int32_t* image_codes,
                                  const std::int32_t* text_codes, const double* image_thresholds,
-                                 const double* text_thresholds, const RetrievalOptions& options);
+                                 const double* text_thresholds, const RetrievalOptions& options,
+                                 const ExactThreshold* image_exact = nullptr,
+                                 const ExactThreshold* text_exact = nullptr);
 
 // Every screened value of x's rows (normalised) against y's, with its proven bound on
 // |screened - canonical| (pair_error_bound of the two rows) and the canonical value: row-major
