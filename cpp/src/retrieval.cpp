@@ -326,6 +326,7 @@ void coarse_best_match(const std::vector<T>& a, const std::vector<T>& b, Index d
     std::vector<std::vector<std::pair<double, Index>>> near(static_cast<size_t>(rows));
     const Index m0 = groups_b.offsets[item.code], m1 = groups_b.offsets[item.code + 1];
     for (Index j0 = m0; j0 < m1; j0 += kCoarseMatchRows) {
+      if (j0 > m0) check_stop();  // a coarse code may have millions of matches: stoppable between its tiles
       const Index cols = std::min(kCoarseMatchRows, m1 - j0);
       for (Index c = 0; c < cols; ++c)
         std::memcpy(mb.data() + c * d, b.data() + groups_b.members[j0 + c] * d, sizeof(T) * d);
@@ -772,6 +773,7 @@ std::int64_t count_tiles_screened(const Rows<T>& s, ScreenPrecision precision, c
     CountEpilogue ep{bi.lo.data(), bi.hi.data(), s.ic, bt.lo.data(), bt.hi.data(), ct.data(),
                      image_counts, w.text_counts.data(), &w.pending};
     for (Index q0 = 0; q0 < pb.panels; q0 += b_per_block) {
+      if (q0 > 0) check_stop();  // a row block spans the whole gallery: stoppable between its column blocks
       screen_tiles(pa, p0, p1, pb, q0, std::min(pb.panels, q0 + b_per_block), ep);
       if (w.pending.size() >= kPendingBatch) decide_pending(s, bi, bt, w, image_counts);
     }
