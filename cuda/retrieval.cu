@@ -90,9 +90,11 @@ __device__ void thresholds(const T* __restrict__ a, const T* __restrict__ b, int
 }
 
 // ---------------------------------------------------------------------------- integer rows
-// One thread per row: |row|^2 when every coordinate is an integer and |row|^2 <= 2^40, else 0.
+// One thread per row: |row|^2 when every coordinate is an integer and |row|^2 <= norm2_max
+// (the core's kIntegerRowNorm2Max, 2^40, which compare_cosines' products rely on), else 0.
 template <class T>
-__device__ void integer_rows(const T* __restrict__ x, i64 ld, i64 n, int d, i64* __restrict__ norm2) {
+__device__ void integer_rows(const T* __restrict__ x, i64 ld, i64 n, int d, double norm2_max,
+                             i64* __restrict__ norm2) {
   const i64 r = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= n) return;
   double sum = 0.0;
@@ -100,7 +102,7 @@ __device__ void integer_rows(const T* __restrict__ x, i64 ld, i64 n, int d, i64*
   for (int k = 0; k < d && integer; ++k) {
     const double e = fastsas::to_f64(x[r * ld + k]);
     sum += e * e;  // exact: integers below 2^20, sums below 2^41
-    integer = e == rint(e) && sum <= 1099511627776.0;
+    integer = e == rint(e) && sum <= norm2_max;
   }
   norm2[r] = integer && sum > 0 ? static_cast<i64>(sum) : 0;
 }
@@ -239,8 +241,8 @@ extern "C" __global__ void thresholds_f32(const float* a, const float* b, int d,
                   norm2_b, tie, ex_dot, ex_norm2);
 }
 
-extern "C" __global__ void integer_rows_f32(const float* x, i64 ld, i64 n, int d, i64* norm2) {
-  integer_rows<float>(x, ld, n, d, norm2);
+extern "C" __global__ void integer_rows_f32(const float* x, i64 ld, i64 n, int d, double norm2_max, i64* norm2) {
+  integer_rows<float>(x, ld, n, d, norm2_max, norm2);
 }
 
 extern "C" __global__ void thresholds_f64(const double* a, const double* b, int d, const int* codes_a,
@@ -252,8 +254,8 @@ extern "C" __global__ void thresholds_f64(const double* a, const double* b, int 
                   norm2_b, tie, ex_dot, ex_norm2);
 }
 
-extern "C" __global__ void integer_rows_f64(const double* x, i64 ld, i64 n, int d, i64* norm2) {
-  integer_rows<double>(x, ld, n, d, norm2);
+extern "C" __global__ void integer_rows_f64(const double* x, i64 ld, i64 n, int d, double norm2_max, i64* norm2) {
+  integer_rows<double>(x, ld, n, d, norm2_max, norm2);
 }
 
 extern "C" __global__ void __launch_bounds__(kThreads)

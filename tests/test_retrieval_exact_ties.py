@@ -194,3 +194,15 @@ def test_quantisation_cost_measures_what_quantising_loses():
     np.testing.assert_array_equal(quantise(np.array([[0.5, -0.25, 0.0]]), "int8"), [[127, -64, 0]])
     with pytest.raises(ValueError, match="scheme"):
         quantise(x, "int4")
+
+
+@pytest.mark.parametrize("d", [1, 16, 768, 4096])
+def test_tie_band_and_integer_row_limit_are_the_definitions(d):
+    """The tie band tau_T(d) and the integer rows' squared-norm limit as docs/definitions.md
+    states them (the GPU engine takes both from the core)."""
+    for float64, u in ((False, 2.0 ** -24), (True, 2.0 ** -53)):
+        e = u + 5 * 2.0 ** -53
+        gamma = (d + 3) * 2.0 ** -53 / (1 - (d + 3) * 2.0 ** -53)
+        want = 2 * 1.01 * (2.01 * e + 1.01 * gamma)
+        assert _core.retrieval_tie_band(dim=d, float64=float64) == pytest.approx(want, rel=1e-14)
+    assert _core.RETRIEVAL_INTEGER_NORM2_MAX == 2.0 ** 40

@@ -184,6 +184,7 @@ void register_pairwise(py::module_& m) {
   py::list precisions;
   for (fastsas::ScreenPrecision p : kPrecisions) precisions.append(fastsas::screen_precision_name(p));
   m.attr("RETRIEVAL_PRECISIONS") = py::tuple(precisions);
+  m.attr("RETRIEVAL_INTEGER_NORM2_MAX") = fastsas::kIntegerRowNorm2Max;
 
   m.def(
       "retrieval",
@@ -272,6 +273,15 @@ void register_pairwise(py::module_& m) {
                                                 [&] { return fastsas::screen_supported(p); });
       },
       py::arg("precision"), "Whether this CPU can run the retrieval tiles in `precision` (checked with cpuid).");
+
+  m.def(
+      "retrieval_tie_band",
+      [](Index dim, bool float64) {
+        return fastsas::bindings::run_released("retrieval tie band",
+                                                [&] { return fastsas::retrieval_tie_band(dim, float64); });
+      },
+      py::arg("dim"), py::arg("float64"),
+      "The tie band of the exact-tie rule for rows of dimension `dim` stored in float64 (else float32).");
 
   m.def(
       "mmd",

@@ -176,11 +176,9 @@ Groups group_by_code(const std::int32_t* codes, Index n, Index num_codes) {
 //   p = x.y, q = x.m (exact int64), Y = |y|^2, M = |m|^2;
 //   signs first (p >= 0 > q: y wins; p < 0 <= q: m wins), then p^2 M against q^2 Y in 128-bit
 //   integers (reversed for negative p and q).
-// An integer row has |x|^2 <= 2^40, so |p|, |q| <= 2^40 and p^2 M < 2^120. Rows that are not
+// An integer row has |x|^2 <= 2^40 (kIntegerRowNorm2Max), so |p|, |q| <= 2^40 and p^2 M < 2^120. Rows that are not
 // all integers compare by their canonical values, exactly as before.
 __extension__ typedef __int128 Int128;
-
-constexpr double kIntegerNorm2Max = 1099511627776.0;  // 2^40
 
 template <class T>
 struct IntRows {
@@ -212,7 +210,7 @@ IntRows<T> integer_rows(const MatrixView<T>& v, int threads) {
       for (Index k = 0; k < v.cols && integer; ++k) {
         const double e = static_cast<double>(v(r, k));
         sum += e * e;  // exact: integers below 2^20, sums below 2^41
-        integer = e == std::nearbyint(e) && sum <= kIntegerNorm2Max;
+        integer = e == std::nearbyint(e) && sum <= kIntegerRowNorm2Max;
       }
       if (integer && sum > 0) {
         out.norm2[static_cast<size_t>(r)] = static_cast<std::int64_t>(sum);
@@ -244,6 +242,14 @@ double tie_band(Index d) {
   const double n = static_cast<double>(d + 3) * 0x1p-53;
   return 2.0 * 1.01 * (2.01 * e + 1.01 * n / (1.0 - n));
 }
+
+}  // namespace
+
+double retrieval_tie_band(Index d, bool float64_rows) {
+  return float64_rows ? tie_band<double>(d) : tie_band<float>(d);
+}
+
+namespace {
 
 // The integer rows of both sides and the tie band: what the exact decisions read.
 template <class T>

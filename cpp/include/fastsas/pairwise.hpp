@@ -89,6 +89,15 @@ struct ExactThreshold {
   std::int64_t norm2 = 0;  // |best match|^2; 0: no exact threshold
 };
 
+// An integer row's largest squared norm: |x.y| <= 2^40 and every product of the exact
+// comparison stays below 2^120 (128-bit integers; the GPU kernels build them from 64-bit
+// halves and take this limit from here).
+inline constexpr double kIntegerRowNorm2Max = 1099511627776.0;  // 2^40
+
+// The tie band tau_T(d) for rows stored in float32 (float64_rows false) or float64: twice a
+// bound on |canonical similarity - exact cosine of the input rows| (retrieval.cpp, tie_band).
+double retrieval_tie_band(Index d, bool float64_rows);
+
 template <class T>
 std::vector<double> retrieval_thresholds(const MatrixView<T>& queries, const MatrixView<T>& candidates,
                                          const std::int32_t* query_codes, const std::int32_t* candidate_codes,

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from fastsas import _core
 from fastsas.gpu import _arrays
 from fastsas.gpu._arrays import NON_FINITE, ZERO_NORM, BadRowCollector
 from fastsas.gpu._blas import COMPUTE_32F, COMPUTE_32F_FAST_TF32, gemm_nt
@@ -95,16 +96,15 @@ def rounding_band(d: int, precision: str = DEFAULT_PRECISION, input_dtype: Any =
 
 
 def tie_band(d: int, input_dtype: Any) -> float:
-    """The CPU engine's tie band (cpp/src/retrieval.cpp, tie_band): twice a bound on
+    """The CPU engine's tie band (``_core.retrieval_tie_band``): twice a bound on
     |canonical value - exact cosine of the input rows|; within it, integer rows are compared
     exactly."""
-    e = (_U32 if np.dtype(input_dtype) == np.float32 else 2.0 ** -53) + 5 * 2.0 ** -53
-    n = (d + 3) * 2.0 ** -53
-    return 2.0 * 1.01 * (2.01 * e + 1.01 * n / (1 - n))
+    return float(_core.retrieval_tie_band(dim=int(d), float64=np.dtype(input_dtype) == np.float64))
 
 
 def integer_norms(x):
-    """|row|^2 of every row whose coordinates are all integers (|row|^2 <= 2^40), else 0."""
+    """|row|^2 of every row whose coordinates are all integers (|row|^2 at most
+    ``_core.RETRIEVAL_INTEGER_NORM2_MAX``), else 0."""
     cp = _arrays.cupy_module()
     n, d = x.shape
     out = cp.zeros(n, dtype=cp.int64)
@@ -112,7 +112,7 @@ def integer_norms(x):
         sfx = "f32" if x.dtype == cp.float32 else "f64"
         kernel("retrieval.cu", f"integer_rows_{sfx}")(((n + 255) // 256,), (256,),
                                                       (x, np.int64(_arrays.row_stride(x)), np.int64(n), np.int32(d),
-                                                       out))
+                                                       np.float64(_core.RETRIEVAL_INTEGER_NORM2_MAX), out))
     return out
 
 
