@@ -215,10 +215,13 @@ def _whole_gallery_in_steps(x: Any, y: Any, plan: AuditPlan, threads: int, progr
     xs, ys = _engine_rows(x), _engine_rows(y)
     if xs.dtype != ys.dtype:
         xs, ys = xs.astype(np.float64), ys.astype(np.float64)
-    thr_images = _core.retrieval_thresholds(xs, ys, query_codes=icodes, candidate_codes=tcodes, query_input="x",
-                                            candidate_input="y", threads=threads)
-    thr_texts = _core.retrieval_thresholds(ys, xs, query_codes=tcodes, candidate_codes=icodes, query_input="y",
-                                           candidate_input="x", threads=threads)
+    # exact=True: rows of integers compare by their exact cosines, as fs.retrieval ranks them
+    thr_images, exact_images = _core.retrieval_thresholds(xs, ys, query_codes=icodes, candidate_codes=tcodes,
+                                                          query_input="x", candidate_input="y", threads=threads,
+                                                          exact=True)
+    thr_texts, exact_texts = _core.retrieval_thresholds(ys, xs, query_codes=tcodes, candidate_codes=icodes,
+                                                        query_input="y", candidate_input="x", threads=threads,
+                                                        exact=True)
     image_counts = np.zeros(n, dtype=np.int64)
     text_counts = np.zeros(n, dtype=np.int64)
     slab = max(8192, -(-n // 64))
@@ -227,6 +230,7 @@ def _whole_gallery_in_steps(x: Any, y: Any, plan: AuditPlan, threads: int, progr
         r = _core.retrieval_counts(np.ascontiguousarray(xs[rows.start:rows.stop]), ys,
                                    image_codes=icodes[rows.start:rows.stop], text_codes=tcodes,
                                    image_thresholds=thr_images[rows.start:rows.stop], text_thresholds=thr_texts,
+                                   image_exact=exact_images[rows.start:rows.stop], text_exact=exact_texts,
                                    threads=threads)
         image_counts[rows.start:rows.stop] = r["image_counts"]
         text_counts += r["text_counts"]
