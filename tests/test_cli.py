@@ -200,3 +200,20 @@ def test_archive_columns_enter_the_report_only_on_request(archive_files, tmp_pat
     assert "columns" not in json.loads((plain / "report.json").read_text())["mismatches"][0]
     assert "<th>site</th>" not in (plain / "report.html").read_text()
     assert main(["audit", *args, "--out", str(tmp_path / "x"), "--include-column", "notes"]) == 2
+
+
+def test_progress_keeps_counts_and_eta_whole_in_80_columns(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import fastsas.cli as cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "err_console", Console(file=screen, width=80, force_terminal=False))
+    steps = cli.Steps()
+    rows = [range(s, min(2_000_000, s + 500_000)) for s in range(0, 2_000_000, 500_000)]
+    assert list(steps(iter(rows), "retrieval, whole gallery (query rows) of a long-named archive", 2_000_000)) == rows
+    lines = [line for line in screen.getvalue().splitlines() if line.strip()]
+    assert lines and all(len(line) <= 80 for line in lines)
+    assert "2000000/2000000" in lines[-1] and "ETA" in lines[-1] and "…" in lines[-1]  # the description gave way

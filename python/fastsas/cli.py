@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
-from rich.table import Table
+from rich.table import Column, Table
 
 import fastsas as fs
 from fastsas._dispatch import resolve_backend
@@ -55,9 +55,12 @@ class Steps:
         self.enabled = enabled
 
     def _progress(self) -> Progress:
-        return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                        console=err_console, disable=not self.enabled, transient=False)
+        # The description gives way first (cut with an ellipsis), so the counts and the ETA stay
+        # whole in an 80-column terminal: they need about 50 columns with a short bar.
+        description = Column(no_wrap=True, overflow="ellipsis", max_width=max(20, err_console.width - 50))
+        return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}", table_column=description),
+                        BarColumn(bar_width=10), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=err_console, disable=not self.enabled, transient=False)
 
     def __call__(self, iterable: Iterable, description: str, total: int | None = None) -> Iterator:
         with self._progress() as bar:
