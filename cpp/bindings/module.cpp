@@ -96,6 +96,7 @@ fastsas::SpectralProfile profile_from(const Eigen::VectorXd& eigenvalues, const 
 }  // namespace
 
 void register_pairwise(pybind11::module_& m);
+void register_neighbourhood(pybind11::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastsas C++ core: streaming moments, spectral alignment and covariance-family metrics";
@@ -187,4 +188,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("quantile_linear", &fastsas::quantile_linear, py::arg("values"), py::arg("p"));
 
   register_pairwise(m);
+  register_neighbourhood(m);
 }

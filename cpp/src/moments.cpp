@@ -30,7 +30,25 @@ struct BlockScratch {
   Eigen::VectorXd unit_sum;
   double cosine_sum = 0.0;
   bool bad = false;
+  NormMoments norm;
 };
+
+// Adds a shifted row pair's fourth-order terms (NormMoments) to the block's.
+template <class T>
+void add_norm_moments(const T* z, Index dim, NormMoments& norm) {
+  double a = 0.0, b = 0.0;
+  for (Index j = 0; j < dim; ++j) {
+    a += static_cast<double>(z[j]) * static_cast<double>(z[j]);
+    b += static_cast<double>(z[dim + j]) * static_cast<double>(z[dim + j]);
+  }
+  norm.products += Eigen::Vector3d(a * a, a * b, b * b);
+  double* wa = norm.weighted.data();
+  double* wb = wa + 2 * dim;
+  for (Index j = 0; j < 2 * dim; ++j) {
+    wa[j] += a * static_cast<double>(z[j]);
+    wb[j] += b * static_cast<double>(z[j]);
+  }
+}
 
 // Copies one row pair into the shifted block and adds its sums. Returns false for a row
 // the metrics cannot use (non-finite, overflowing, or zero-norm when unit rows count).
@@ -61,6 +79,7 @@ bool absorb_row(const T* xr, Index xs, const T* yr, Index ys, Index dim, const d
   if (!std::isfinite(nx) || !std::isfinite(ny)) return false;
   double* sum = s.sum.data();
   for (Index j = 0; j < 2 * dim; ++j) sum[j] += static_cast<double>(z[j]);
+  add_norm_moments(z, dim, s.norm);
   if (track_unit_rows) {
     if (nx == 0.0 || ny == 0.0) return false;
     const double ix = 1.0 / std::sqrt(nx), iy = 1.0 / std::sqrt(ny);
@@ -132,6 +151,7 @@ Moments::Moments(Index dim, bool track_unit_rows)
       shifted_scatter_(Eigen::MatrixXd::Zero(2 * dim, 2 * dim)),
       unit_sum_(Eigen::VectorXd::Zero(2 * dim)) {
   if (dim < 1) throw std::invalid_argument("dim must be at least 1");
+  norm_moments_.weighted = Eigen::MatrixXd::Zero(2 * dim, 2);
 }
 
 template <class T>
@@ -191,7 +211,9 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
   Eigen::MatrixXd delta_scatter;
   Eigen::VectorXd delta_sum, delta_unit;
   double delta_cosine = 0.0;
+  NormMoments delta_norm;
   if (!direct) {
+    delta_norm.weighted = Eigen::MatrixXd::Zero(width, 2);
     delta_scatter = Eigen::MatrixXd::Zero(width, width);
     delta_sum = Eigen::VectorXd::Zero(width);
     delta_unit = Eigen::VectorXd::Zero(width);
@@ -200,6 +222,7 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
   Eigen::VectorXd& sum = direct ? shifted_sum_ : delta_sum;
   Eigen::VectorXd& unit = direct ? unit_sum_ : delta_unit;
   double& cosine = direct ? matched_cosine_sum_ : delta_cosine;
+  NormMoments& norm = direct ? norm_moments_ : delta_norm;
 
   const int slots = static_cast<int>(std::min<Index>(threads, blocks));
   std::vector<BlockScratch<T>> scratch(static_cast<size_t>(slots));
@@ -218,6 +241,8 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
         s.unit_sum.setZero(width);
         s.cosine_sum = 0.0;
         s.bad = false;
+        s.norm.products.setZero();
+        s.norm.weighted.setZero(width, 2);
         for (Index i = r0; i < r1; ++i) {
           const Index r = rows ? rows[i] : i;
           T* z = s.rows.data() + (i - r0) * width;
@@ -246,6 +271,8 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
         sum += s.sum;
         unit += s.unit_sum;
         cosine += s.cosine_sum;
+        norm.products += s.norm.products;
+        norm.weighted += s.norm.weighted;
       }
     }
   } catch (...) {
@@ -258,6 +285,8 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
     shifted_sum_ += delta_sum;
     unit_sum_ += delta_unit;
     matched_cosine_sum_ += delta_cosine;
+    norm_moments_.products += delta_norm.products;
+    norm_moments_.weighted += delta_norm.weighted;
   }
   has_pilot_ = true;
   count_ += n;
@@ -331,6 +360,16 @@ void Moments::merge(const Moments& other) {
   const double na = static_cast<double>(count_), nb = static_cast<double>(other.count_);
   const Eigen::VectorXd mean_a = mean(), mean_b = other.mean();
   const Eigen::VectorXd delta = mean_b - mean_a;
+  const bool both_norm = track_norm_moments_ && other.track_norm_moments_;
+  if (both_norm) {
+    const Eigen::VectorXd joint_pilot = mean_a + delta * (nb / (na + nb));
+    NormMoments a = norm_moments_about(joint_pilot);
+    const NormMoments b = other.norm_moments_about(joint_pilot);
+    a.products += b.products;
+    a.weighted += b.weighted;
+    norm_moments_ = std::move(a);
+  }
+  track_norm_moments_ = both_norm;
   Eigen::MatrixXd scatter = centered_scatter();
   scatter += other.centered_scatter();
   scatter.noalias() += delta * delta.transpose() * (na * nb / (na + nb));
@@ -356,6 +395,57 @@ void Moments::restore(Index count, bool has_pilot, Eigen::VectorXd pilot, Eigen:
   shifted_scatter_ = std::move(shifted_scatter);
   unit_sum_ = std::move(unit_sum);
   matched_cosine_sum_ = matched_cosine_sum;
+  // Without restore_norm_moments() the fourth-order sums are unknown (zero rows: exactly 0).
+  norm_moments_.products.setZero();
+  norm_moments_.weighted.setZero(width, 2);
+  track_norm_moments_ = count == 0;
+}
+
+void Moments::restore_norm_moments(NormMoments about_pilot) {
+  if (about_pilot.weighted.rows() != 2 * dim_ || about_pilot.weighted.cols() != 2)
+    throw std::invalid_argument("fourth-order sums do not match dim " + std::to_string(dim_));
+  norm_moments_ = std::move(about_pilot);
+  track_norm_moments_ = true;
+}
+
+// With s = origin - pilot split into (s_x, s_y), q_g = |z_g|^2 about the pilot and
+// q'_g = |z_g - s_g|^2 = q_g - 2 s_g.z_g + |s_g|^2, every sum about the origin expands into
+// sums about the pilot: the fourth-order ones, the shifted scatter R and sum S, and n.
+NormMoments Moments::norm_moments_about(const Eigen::VectorXd& origin) const {
+  if (!track_norm_moments_) throw std::logic_error("these moments do not track fourth-order sums");
+  const Index d = dim_, w = 2 * dim_;
+  if (origin.size() != w) throw std::invalid_argument("origin must have 2 dim entries");
+  const double n = static_cast<double>(count_);
+  const Eigen::VectorXd s = origin - pilot_;
+  const Eigen::MatrixXd raw = shifted_scatter_.selfadjointView<Eigen::Upper>();
+  const Eigen::VectorXd& sum = shifted_sum_;
+  // Per modality g: s_g padded to 2 dim, |s_g|^2, Q_g = sum q_g, s_g.S_g, R s_g (2 dim).
+  Eigen::VectorXd sg[2] = {Eigen::VectorXd::Zero(w), Eigen::VectorXd::Zero(w)};
+  sg[0].head(d) = s.head(d);
+  sg[1].tail(d) = s.tail(d);
+  double sq[2], total[2], along[2];
+  Eigen::VectorXd rs[2];
+  for (int g = 0; g < 2; ++g) {
+    sq[g] = sg[g].squaredNorm();
+    total[g] = raw.block(g * d, g * d, d, d).trace();
+    along[g] = sg[g].dot(sum);
+    rs[g] = raw * sg[g];
+  }
+  const NormMoments& m = norm_moments_;
+  NormMoments out;
+  out.weighted.resize(w, 2);
+  for (int g = 0; g < 2; ++g)
+    out.weighted.col(g) = m.weighted.col(g) - s * total[g] - 2.0 * rs[g] + 2.0 * s * along[g] + sq[g] * sum -
+                          n * sq[g] * s;
+  // products: (g, h) = (x, x), (x, y), (y, y).
+  const int pairs[3][2] = {{0, 0}, {0, 1}, {1, 1}};
+  for (int p = 0; p < 3; ++p) {
+    const int g = pairs[p][0], h = pairs[p][1];
+    out.products[p] = m.products[p] - 2.0 * sg[h].dot(m.weighted.col(g)) - 2.0 * sg[g].dot(m.weighted.col(h)) +
+                      4.0 * sg[g].dot(rs[h]) + sq[h] * total[g] + sq[g] * total[h] - 2.0 * sq[h] * along[g] -
+                      2.0 * sq[g] * along[h] + n * sq[g] * sq[h];
+  }
+  return out;
 }
 
 }  // namespace fastsas

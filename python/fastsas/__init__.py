@@ -10,9 +10,11 @@ from fastsas import gap, synthetic
 from fastsas._core import DEFINITIONS_VERSION
 from fastsas._validate import set_num_threads
 from fastsas.audit import AuditResult, audit
-from fastsas.metrics import alignment, cka, coral, delta_cos, rmg, sas, svcca
+from fastsas.kernel_cka import cka_rbf
+from fastsas.metrics import alignment, cka, cka_unbiased, coral, delta_cos, procrustes, rmg, sas, svcca
 from fastsas.mmd import mmd
 from fastsas.moments import Moments, SpectralProfile
+from fastsas.neighbourhood import NeighbourhoodResult, Neighbours, knn, neighbourhood, neighbourhood_scores
 from fastsas.retrieval import retrieval
 
 __version__ = "0.1.0"
@@ -20,6 +22,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AuditResult", "DEFINITIONS_VERSION", "Moments", "audit", "SpectralProfile", "alignment", "cka", "coral",
     "delta_cos", "gap", "mmd", "retrieval", "rmg", "sas", "set_num_threads", "svcca", "synthetic", "__version__",
+    "NeighbourhoodResult", "Neighbours", "cka_rbf", "cka_unbiased", "knn", "neighbourhood", "neighbourhood_scores",
+    "procrustes",
 ]
 
 
