@@ -31,4 +31,13 @@ for dtype in (np.float32, np.float64):
                 fs.retrieval(x[:700], y[:700], threads=2)
             else:
                 fs.mmd(x[:300], y[:500])
+    # The neighbourhood family: neighbours with ties and odd tiles, their metrics, RBF CKA.
+    dup = x[:900].copy()
+    dup[::7] = dup[1::7][: len(dup[::7])]
+    for threads, tile in ((1, 1000), (2, 97)):
+        r = fs.neighbourhood(dup, y[:900], 7, threads=threads, tile=tile, return_neighbours=True)
+        fs.neighbourhood_scores(r.image_neighbours, r.text_neighbours, topk=3)
+    fs.knn(x[:50], 49, tile=1)
+    fs.cka_rbf(x[:333], y[:333], sigma=(0.7, 3.0), threads=2, tile=64, return_terms=True)
+    fs.procrustes(x, y, "angular_whitened")
 print("sanitizer workload: clean")
