@@ -256,7 +256,7 @@ class Moments:
         cka_unbiased: the unbiased HSIC (Song et al. 2012) of the linear kernels, normalised;
         may be negative near zero alignment; 0 when a modality shows no spread; NaN when it is
         undefined (fewer than 4 pairs) or unavailable (moments restored from the first byte
-        form or computed on the GPU, which do not carry the fourth-order sums).
+        form, which does not carry the fourth-order sums).
         procrustes: min over orthogonal Q of ||Xc Q - Yc||_F^2 / n; procrustes_angular:
         arccos(||Cxy||_* / sqrt(tr Cx tr Cy)); procrustes_angular_whitened: the same on
         whitened modalities, arccos(sum of canonical correlations / sqrt(rank_x rank_y)).

@@ -97,8 +97,8 @@ class Moments {
                double matched_cosine_sum);
 
   // The fourth-order sums (NormMoments) are kept about the pilot, beside the rest, in the same
-  // pass. A state restored without them (restore() alone: the first byte form, a GPU pass)
-  // does not track them until restore_norm_moments() gives them.
+  // pass. A state restored without them (restore() alone, as for the first byte form) does
+  // not track them until restore_norm_moments() gives them.
   bool tracks_norm_moments() const { return track_norm_moments_; }
   const NormMoments& norm_moments() const { return norm_moments_; }  // about pilot()
   void restore_norm_moments(NormMoments about_pilot);
