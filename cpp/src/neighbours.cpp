@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -39,12 +38,34 @@ template <class T>
 struct KnnWorker {
   std::vector<T> tile;
   std::vector<T> row_floor, col_floor;  // threshold snapshots of the tile's rows and columns
-  std::vector<Candidate<T>> row_hits, col_hits, scratch;
+  std::vector<Candidate<T>> row_hits, col_hits;
   std::vector<Index> row_start, col_start, col_fill;
   std::vector<std::int32_t> col_of_hit, row_of_hit;
-  std::vector<T> values;
+  std::vector<T> kept;  // the k largest tile values seen (descending), for the band cut
+  std::vector<std::int64_t> first, second;  // selected (query, candidate) pairs of one tile side
+  std::vector<double> exact_value;
   std::int64_t rechecked = 0;
 };
+
+// The k-th largest tile value of the candidates (count > k): one pass keeping the k largest
+// in a sorted buffer; after the first few, most values fall below its last entry at once.
+template <class T>
+T kth_largest(const Candidate<T>* cand, Index count, Index k, std::vector<T>& kept) {
+  kept.assign(static_cast<size_t>(k), -std::numeric_limits<T>::infinity());
+  T last = kept[k - 1];
+  for (Index p = 0; p < count; ++p) {
+    const T v = cand[p].tile_value;
+    if (!(v > last)) continue;
+    Index pos = k - 1;
+    while (pos > 0 && kept[pos - 1] < v) {
+      kept[pos] = kept[pos - 1];
+      --pos;
+    }
+    kept[pos] = v;
+    last = kept[k - 1];
+  }
+  return last;
+}
 
 template <class T>
 class KnnEngine {
@@ -89,14 +110,16 @@ class KnnEngine {
   void diagonal_tile(Index ib, KnnWorker<T>& w) {
     const Index i0 = ib * block_, rows = block_rows(ib);
     detail::gemm_nt(rows, rows, d_, rows_ + i0 * d_, d_, rows_ + i0 * d_, d_, w.tile.data(), rows);
-    std::lock_guard<std::mutex> hold(locks_[static_cast<size_t>(ib)]);
+    w.first.clear();
+    w.second.clear();
     for (Index r = 0; r < rows; ++r) {
       w.row_hits.clear();
       const T* c = w.tile.data() + r * rows;
       for (Index j = 0; j < rows; ++j)
         if (j != r) w.row_hits.push_back({i0 + j, c[j]});
-      offer(i0 + r, w.row_hits.data(), static_cast<Index>(w.row_hits.size()), w);
+      select(i0 + r, w.row_hits.data(), static_cast<Index>(w.row_hits.size()), w);
     }
+    decide(ib, w);
   }
 
   void off_diagonal_tile(Index ib, Index jb, KnnWorker<T>& w) {
@@ -134,11 +157,13 @@ class KnnEngine {
       w.row_start[r + 1] = static_cast<Index>(w.row_hits.size());
     }
     if (!w.row_hits.empty()) {
-      std::lock_guard<std::mutex> hold(locks_[static_cast<size_t>(ib)]);
+      w.first.clear();
+      w.second.clear();
       for (Index r = 0; r < rows; ++r) {
         const Index a = w.row_start[r], b = w.row_start[r + 1];
-        if (b > a) offer(i0 + r, w.row_hits.data() + a, b - a, w);
+        if (b > a) select(i0 + r, w.row_hits.data() + a, b - a, w);
       }
+      decide(ib, w);
     }
     if (!w.col_of_hit.empty()) {
       // Group the column hits by column (counting sort; rows stay ascending in a column).
@@ -151,43 +176,52 @@ class KnnEngine {
         const Index j = w.col_of_hit[h], r = w.row_of_hit[h];
         w.col_hits[static_cast<size_t>(w.col_fill[j]++)] = {i0 + r, tile[r * cols + j]};
       }
-      std::lock_guard<std::mutex> hold(locks_[static_cast<size_t>(jb)]);
+      w.first.clear();
+      w.second.clear();
       for (Index j = 0; j < cols; ++j) {
         const Index a = w.col_start[j], b = w.col_start[j + 1];
-        if (b > a) offer(j0 + j, w.col_hits.data() + a, b - a, w);
+        if (b > a) select(j0 + j, w.col_hits.data() + a, b - a, w);
       }
+      decide(jb, w);
     }
   }
 
-  // Re-decides the candidates of query q (tile entries, q's block lock held) exactly.
-  void offer(Index q, const Candidate<T>* cand, Index count, KnnWorker<T>& w) {
-    double* value = value_.data() + q * k_;
-    std::int64_t* index = index_.data() + q * k_;
-    // Against q's current threshold (the snapshot the tile was scanned with may be older).
-    const double kth = value[k_ - 1];
-    const T floor = std::isfinite(kth) ? exact::round_down<T>(kth - band_) : -std::numeric_limits<T>::infinity();
-    w.scratch.clear();
-    for (Index p = 0; p < count; ++p)
-      if (cand[p].tile_value >= floor) w.scratch.push_back(cand[p]);
-    Index m = static_cast<Index>(w.scratch.size());
-    if (m > 2 * k_) {
+  // Lists the candidates of query q (tile entries at or above the threshold it was scanned
+  // with) that can still enter its final list, as pairs (q, candidate) for decide().
+  void select(Index q, const Candidate<T>* cand, Index count, KnnWorker<T>& w) {
+    if (count > 2 * k_) {
       // k of these have canonical similarity >= V - band (V: their k-th largest tile value),
       // so the final k-th similarity is at least that, and a candidate whose tile value is
       // below V - 2 band has a canonical similarity below it.
-      w.values.resize(static_cast<size_t>(m));
-      for (Index p = 0; p < m; ++p) w.values[p] = w.scratch[p].tile_value;
-      std::nth_element(w.values.begin(), w.values.begin() + (k_ - 1), w.values.end(), std::greater<T>());
-      const T keep = exact::round_down<T>(static_cast<double>(w.values[k_ - 1]) - 2.0 * band_);
-      Index kept = 0;
-      for (Index p = 0; p < m; ++p)
-        if (w.scratch[p].tile_value >= keep) w.scratch[kept++] = w.scratch[p];
-      m = kept;
+      const T keep = exact::round_down<T>(static_cast<double>(kth_largest(cand, count, k_, w.kept)) - 2.0 * band_);
+      for (Index p = 0; p < count; ++p)
+        if (cand[p].tile_value >= keep) {
+          w.first.push_back(q);
+          w.second.push_back(cand[p].index);
+        }
+      return;
     }
-    const T* query = rows_ + q * d_;
+    for (Index p = 0; p < count; ++p) {
+      w.first.push_back(q);
+      w.second.push_back(cand[p].index);
+    }
+  }
+
+  // Computes the canonical similarity of every selected pair (outside any lock), then enters
+  // them into their queries' lists under the lock of block `b`, which holds every query.
+  void decide(Index b, KnnWorker<T>& w) {
+    const Index m = static_cast<Index>(w.first.size());
+    if (m == 0) return;
+    w.exact_value.resize(static_cast<size_t>(m));
+    exact::canonical_pairs(rows_, w.first.data(), w.second.data(), m, d_, w.exact_value.data());
+    w.rechecked += m;
+    std::lock_guard<std::mutex> hold(locks_[static_cast<size_t>(b)]);
     for (Index p = 0; p < m; ++p) {
-      const std::int64_t j = w.scratch[p].index;
-      const double s = exact::canonical_dot(query, rows_ + j * d_, d_);
-      ++w.rechecked;
+      const Index q = w.first[p];
+      const std::int64_t j = w.second[p];
+      const double s = w.exact_value[p];
+      double* value = value_.data() + q * k_;
+      std::int64_t* index = index_.data() + q * k_;
       if (!ranks_before(s, j, value[k_ - 1], index[k_ - 1])) continue;
       Index pos = k_ - 1;
       while (pos > 0 && ranks_before(s, j, value[pos - 1], index[pos - 1])) {
@@ -197,9 +231,9 @@ class KnnEngine {
       }
       value[pos] = s;
       index[pos] = j;
+      if (std::isfinite(value[k_ - 1]))
+        floor_[q].store(exact::round_down<T>(value[k_ - 1] - band_), std::memory_order_relaxed);
     }
-    if (std::isfinite(value[k_ - 1]))
-      floor_[q].store(exact::round_down<T>(value[k_ - 1] - band_), std::memory_order_relaxed);
   }
 
   const T* rows_;
