@@ -37,7 +37,7 @@ def test_float64_matches_reference(n, d, seed):
     assert _worst(fs.alignment(x, y), ref.alignment(x, y), x, y) < 1e-9
 
 
-@pytest.mark.parametrize("n,d", SHAPES + [(20000, 48)])
+@pytest.mark.parametrize("n,d", SHAPES + [BIG])
 def test_float32_matches_reference(n, d):
     x, y = _data(n, d, 7, np.float32)
     # the reference computes in float64 on the same float32 values
