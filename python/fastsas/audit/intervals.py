@@ -1,16 +1,24 @@
-"""Delete-a-block jackknife intervals of SAS (both ways), the imbalance and CKA, from
-per-block moments: each block's state is merged with every other block's, never
-subtracted, so the leave-one-out states are exact (docs/definitions.md, "Audits")."""
+"""Delete-a-block jackknife intervals from per-block moments: each block's state is merged
+with every other block's, never subtracted, so the leave-one-out states are exact
+(docs/definitions.md, "Audits").
+
+- :func:`jackknife`: the audit's intervals of SAS (both ways), the imbalance and CKA;
+- :func:`jackknife_interval`: the interval of one statistic from its leave-one-out values;
+- :func:`paired_jackknife`: the interval and test of the difference of a statistic between
+  two archives of the same items (two models on one dataset), over the same blocks;
+  :func:`paired_difference` is the same from leave-one-out values already computed."""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from fastsas import _core
 
-__all__ = ["JACKKNIFE_METRICS", "jackknife", "leave_one_out"]
+__all__ = ["JACKKNIFE_METRICS", "jackknife", "jackknife_interval", "leave_one_out", "merge_all", "paired_difference",
+           "paired_jackknife"]
 
 JACKKNIFE_METRICS = ("sas_i2t", "sas_t2i", "sas_imbalance", "cka")
 
@@ -68,6 +76,14 @@ def _merged(a, b):
     return out
 
 
+def merge_all(states: Sequence):
+    """One core Moments: the merge of `states` (a copy of the first, the rest merged in)."""
+    out = states[0].copy()
+    for s in states[1:]:
+        out.merge(s)
+    return out
+
+
 def jackknife(blocks: Sequence, topq: float, threads: int, full: dict[str, float]) -> dict:
     """The delete-a-block jackknife of SAS both ways, the imbalance and CKA
     (docs/definitions.md, "Audits").
@@ -105,22 +121,173 @@ def jackknife(blocks: Sequence, topq: float, threads: int, full: dict[str, float
     >>> out["blocks"], out["sas_i2t"]["ci_low"] < out["sas_i2t"]["value"] < out["sas_i2t"]["ci_high"]
     (10, True)
     """
-    from scipy import stats
-
     count = len(blocks)
     if count < 2:
         raise ValueError("the jackknife needs at least 2 blocks")
     loo = [_scores(m, topq, threads) for m in leave_one_out(blocks)]
-    t_crit = float(stats.t.ppf(0.975, count - 1))
     out: dict[str, Any] = {"blocks": count, "method": "delete-a-block jackknife", "confidence": 0.95}
     for key in JACKKNIFE_METRICS:
-        values = np.array([s[key] for s in loo])
-        se = math.sqrt((count - 1) / count * float(np.sum((values - values.mean()) ** 2)))
-        out[key] = {"value": full[key], "se": se, "ci_low": full[key] - t_crit * se,
-                    "ci_high": full[key] + t_crit * se}
-    imb = out["sas_imbalance"]
-    t_stat = imb["value"] / imb["se"] if imb["se"] > 0 else math.copysign(math.inf, imb["value"] or 1.0)
-    p_value = float(2.0 * stats.t.sf(abs(t_stat), count - 1)) if math.isfinite(t_stat) else 0.0
-    out["imbalance_test"] = {"t": t_stat, "df": count - 1, "p_value": p_value,
+        interval = jackknife_interval(full[key], [s[key] for s in loo])
+        out[key] = {k: interval[k] for k in ("value", "se", "ci_low", "ci_high")}
+    imb = jackknife_interval(full["sas_imbalance"], [s["sas_imbalance"] for s in loo])
+    out["imbalance_test"] = {"t": imb["t"], "df": imb["df"], "p_value": imb["p_value"],
                              "null": "SAS(I->T) == SAS(T->I)"}
     return out
+
+
+def jackknife_interval(value: float, replicates: Sequence[float], confidence: float = 0.95) -> dict:
+    """The delete-a-block jackknife of one statistic from its leave-one-out values
+    (docs/definitions.md, "Audits"): standard error, Student-t interval around `value`, and
+    the t test of the null hypothesis that the statistic is 0.
+
+    Parameters
+    ----------
+    value : float
+        The statistic on all blocks.
+    replicates : sequence of float, length B >= 2
+        The statistic with each block left out in turn (the same blocks, in any order).
+    confidence : float, default 0.95
+        The interval's coverage, in (0, 1).
+
+    Returns
+    -------
+    dict
+        ``value``, ``se`` = sqrt((B - 1) / B * sum_b (replicate_b - mean)^2), ``ci_low``,
+        ``ci_high`` (value -/+ t_{(1 + confidence) / 2, B - 1} se), ``t`` = value / se
+        (+-inf when se is 0 and value is not), ``df`` = B - 1, ``p_value`` (two-sided, Student
+        t with B - 1 degrees of freedom), ``blocks`` = B. With a non-finite replicate every
+        number but ``value`` is NaN.
+
+    Raises
+    ------
+    ValueError
+        With fewer than 2 replicates, or `confidence` outside (0, 1).
+
+    Examples
+    --------
+    >>> from fastsas.audit import jackknife_interval
+    >>> out = jackknife_interval(1.0, [0.9, 1.1, 1.0, 1.0])
+    >>> round(out["se"], 6), out["df"], out["ci_low"] < 1.0 < out["ci_high"]
+    (0.122474, 3, True)
+    """
+    from scipy import stats
+
+    values = np.asarray(replicates, dtype=np.float64).ravel()
+    count = values.size
+    if count < 2:
+        raise ValueError(f"the jackknife needs at least 2 leave-one-out values, got {count}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    value = float(value)
+    out = {"value": value, "se": math.nan, "ci_low": math.nan, "ci_high": math.nan, "t": math.nan,
+           "df": count - 1, "p_value": math.nan, "blocks": count}
+    if not (np.isfinite(values).all() and math.isfinite(value)):
+        return out
+    se = math.sqrt((count - 1) / count * float(np.sum((values - values.mean()) ** 2)))
+    t_crit = float(stats.t.ppf(0.5 + 0.5 * float(confidence), count - 1))
+    if se > 0:
+        t_stat = value / se
+    elif value == 0.0:  # no spread and nothing to test: e.g. the difference of a model with itself
+        t_stat = 0.0
+    else:
+        t_stat = math.copysign(math.inf, value)
+    out.update(se=se, ci_low=value - t_crit * se, ci_high=value + t_crit * se, t=t_stat,
+               p_value=float(2.0 * stats.t.sf(abs(t_stat), count - 1)) if math.isfinite(t_stat) else 0.0)
+    return out
+
+
+def paired_difference(full_a: float, full_b: float, replicates_a: Sequence[float], replicates_b: Sequence[float],
+                      confidence: float = 0.95) -> dict:
+    """The paired jackknife of a difference ``theta_a - theta_b`` from the leave-one-out
+    values of both statistics over the same blocks (block b left out of both): the jackknife
+    of the per-block differences, so what the two share cancels.
+
+    Parameters
+    ----------
+    full_a, full_b : float
+        The statistic of each archive on all blocks.
+    replicates_a, replicates_b : sequence of float, length B >= 2
+        Their leave-one-out values, block b at position b in both.
+    confidence : float, default 0.95
+        The interval's coverage.
+
+    Returns
+    -------
+    dict
+        :func:`jackknife_interval` of the difference (its ``t`` and ``p_value`` test the
+        null hypothesis that the two statistics are equal), plus ``null``.
+
+    Raises
+    ------
+    ValueError
+        When the two have different numbers of blocks, or fewer than 2.
+
+    Examples
+    --------
+    >>> from fastsas.audit import paired_difference
+    >>> out = paired_difference(0.8, 0.5, [0.79, 0.81, 0.80], [0.49, 0.51, 0.50])
+    >>> round(out["value"], 12), out["se"] < 1e-9
+    (0.3, True)
+    """
+    a = np.asarray(replicates_a, dtype=np.float64).ravel()
+    b = np.asarray(replicates_b, dtype=np.float64).ravel()
+    if a.size != b.size:
+        raise ValueError(f"a paired jackknife needs the same blocks on both sides: {a.size} leave-one-out values "
+                         f"against {b.size}")
+    out = jackknife_interval(float(full_a) - float(full_b), a - b, confidence)
+    out["null"] = "the two statistics are equal"
+    return out
+
+
+def paired_jackknife(blocks_a: Sequence, blocks_b: Sequence, statistic: Callable[[Any], Any], *,
+                     confidence: float = 0.95) -> Any:
+    """The paired delete-a-block jackknife of the difference of a statistic between two
+    archives of the same items (e.g. two models' embeddings of one dataset), with the same
+    blocks on both sides: block b is left out of both at once.
+
+    Parameters
+    ----------
+    blocks_a, blocks_b : sequence of fastsas._core.Moments
+        The per-block states of each archive, block b holding the same items in both (at
+        least 2 blocks).
+    statistic : callable
+        ``statistic(core_moments) -> float`` (or a dict of floats: then every key is
+        compared), computed on the merge of all blocks and of all blocks but one.
+    confidence : float, default 0.95
+        The interval's coverage.
+
+    Returns
+    -------
+    dict
+        :func:`paired_difference` of the statistic (``value`` = statistic(a) -
+        statistic(b), ``se``, ``ci_low``, ``ci_high``, ``t``, ``df``, ``p_value``, ``blocks``,
+        ``null``); with a dict-valued statistic, one such dict per key.
+
+    Raises
+    ------
+    ValueError
+        When the two sides have different numbers of blocks, or fewer than 2.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsas as fs
+    >>> from fastsas.audit import paired_jackknife
+    >>> x, y = fs.synthetic.paired_embeddings(2000, 16, image_only_factors=2, dtype=np.float64)
+    >>> blocks = lambda a, b: [fs.Moments(16).update(a[i::10], b[i::10])._core for i in range(10)]
+    >>> sas = lambda core: fs.Moments._from_core(core).alignment()["sas_i2t"]
+    >>> noisier = y + np.random.default_rng(0).standard_normal(y.shape)
+    >>> out = paired_jackknife(blocks(x, y), blocks(x, noisier), sas)  # model a aligns better
+    >>> out["value"] > 0 and out["p_value"] < 0.05
+    True
+    """
+    if len(blocks_a) != len(blocks_b):
+        raise ValueError(f"a paired jackknife needs the same blocks on both sides: {len(blocks_a)} blocks against "
+                         f"{len(blocks_b)}")
+    if len(blocks_a) < 2:
+        raise ValueError("the jackknife needs at least 2 blocks")
+    full = [statistic(merge_all(list(blocks))) for blocks in (blocks_a, blocks_b)]
+    loo = [[statistic(m) for m in leave_one_out(blocks)] for blocks in (blocks_a, blocks_b)]
+    if isinstance(full[0], Mapping):
+        return {key: paired_difference(full[0][key], full[1][key], [r[key] for r in loo[0]],
+                                       [r[key] for r in loo[1]], confidence) for key in full[0]}
+    return paired_difference(full[0], full[1], loo[0], loo[1], confidence)

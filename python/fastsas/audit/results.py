@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsas import _core
-from fastsas.audit.intervals import jackknife
+from fastsas.audit.intervals import jackknife, merge_all
 from fastsas.moments import Moments
 
 __all__ = ["AuditResult", "CPU_ONLY", "finalize", "merge_all"]
@@ -152,14 +152,6 @@ def _suspects(ret: dict, icodes: np.ndarray, tcodes: np.ndarray, image_ids, coun
         if image_ids is not None:
             item["id"] = np.asarray(image_ids)[row].item()
         out.append(item)
-    return out
-
-
-def merge_all(states: Sequence):
-    """One core Moments: the merge of `states` (a copy of the first, the rest merged in)."""
-    out = states[0].copy()
-    for s in states[1:]:
-        out.merge(s)
     return out
 
 
