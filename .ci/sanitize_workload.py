@@ -29,6 +29,28 @@ for dtype in (np.float32, np.float64):
         if hasattr(fs, name):
             if name == "retrieval":
                 fs.retrieval(x[:700], y[:700], threads=2)
+                # Every tile precision the CPU has, partial panels, coarse ids, integer rows
+                # (exact ties) and the sharded entry points with exact thresholds.
+                ids = np.arange(701) % 5
+                for precision in ("float32", "bfloat16", "int8", "auto"):
+                    if fs._core.screen_supported(precision=precision):
+                        fs.retrieval(x[:701], y[:699], ids, ids[:699], threads=2, precision=precision,
+                                     tile=(13, 70))
+                        fs.retrieval(np.sign(x[:333]).astype(np.int8), np.sign(y[:333]).astype(np.int8),
+                                     threads=2, precision=precision)
+                codes = np.arange(400, dtype=np.int32)
+                q = np.rint(4 * x[:400]).astype(dtype)
+                q[:, 0] += 1
+                thr, exact = fs._core.retrieval_thresholds(q, q[::-1].copy(), query_codes=codes,
+                                                           candidate_codes=codes[::-1].copy(), threads=2, exact=True)
+                for precision in ("float32", "bfloat16", "int8"):
+                    if fs._core.screen_supported(precision=precision):
+                        fs._core.retrieval_counts(q, q, image_codes=codes, text_codes=codes, image_thresholds=thr,
+                                                  text_thresholds=thr, threads=2, precision=precision,
+                                                  image_exact=exact, text_exact=exact)
+                for precision in ("bfloat16", "int8"):
+                    if fs._core.screen_supported(precision=precision):
+                        fs._core.retrieval_screen_check(x[:37], y[:45], precision=precision)
             else:
                 fs.mmd(x[:300], y[:500])
 # Extreme magnitudes (rescaled blocks and analysis), rank-deficient SVCCA, every MMD tier.

@@ -274,7 +274,13 @@ _INTERRUPTED_CHILD = textwrap.dedent("""
         "mmd": lambda a, b: fs.mmd(a, b),
         "alignment": lambda a, b: fs.alignment(a, b),
     }
-    shapes = {"retrieval": (40000, 256), "mmd": (24000, 256), "alignment": (40000, 1536)}
+    # Half the images per tile: one work item per worker, so only the stop checks between the
+    # column tiles inside an item can end the call early.
+    for precision in ("float32", "bfloat16", "int8"):
+        calls[f"retrieval_{precision}"] = lambda a, b, p=precision: fs.retrieval(a, b, precision=p,
+                                                                                 tile=(len(a) // 2, 256))
+    shapes = {"retrieval": (40000, 256), "mmd": (24000, 256), "alignment": (40000, 1536),
+              "retrieval_float32": (40000, 256), "retrieval_bfloat16": (60000, 256), "retrieval_int8": (80000, 256)}
     for name in sys.argv[1:]:
         a = rng.standard_normal(shapes[name], dtype=np.float32)
         b = rng.standard_normal(shapes[name], dtype=np.float32)
@@ -295,10 +301,14 @@ _INTERRUPTED_CHILD = textwrap.dedent("""
 
 
 def test_ctrl_c_stops_long_calls_within_a_second_and_leaves_no_thread():
-    """Each call takes several seconds uninterrupted even on a quiet machine (0.8 TFLOP of retrieval,
-    0.6 TFLOP of MMD, 0.4 TFLOP of moments plus two 1536-dim eigenproblems); SIGINT must end it
-    within a fraction of a second (it used to be acted on only when the call returned)."""
-    names = ["retrieval", "mmd", "alignment"]
+    """Each call takes several seconds uninterrupted even on a quiet machine (0.8 TFLOP of retrieval
+    in float32, 1.8 TFLOP in the bfloat16 screen, 3.3 TOP in the int8 screen, 0.6 TFLOP of MMD,
+    0.4 TFLOP of moments plus two 1536-dim eigenproblems); SIGINT must end it within a fraction
+    of a second (it used to be acted on only when the call returned), in every tile precision
+    this CPU runs (the screens only where it has their instructions), also from inside a work
+    item that spans the whole gallery."""
+    screens = [f"retrieval_{p}" for p in ("bfloat16", "int8") if _core.screen_supported(precision=p)]
+    names = ["retrieval", "retrieval_float32", *screens, "mmd", "alignment"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_CHILD, *names], stdout=subprocess.PIPE,
                              text=True, env=env)
