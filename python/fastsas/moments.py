@@ -23,6 +23,10 @@ ALIGNMENT_KEYS = (
     "cone_images", "cone_texts", "matched_cosine",
 )
 
+# Keys of the alignment dict beyond the covariance family: the unbiased linear CKA and the
+# orthogonal Procrustes distances (Moments.estimators).
+ESTIMATOR_KEYS = ("cka_unbiased", "procrustes", "procrustes_angular", "procrustes_angular_whitened")
+
 
 @dataclass(frozen=True)
 class SpectralProfile:
@@ -86,8 +90,12 @@ class SpectralProfile:
 
 
 _MAGIC = b"FSASMOM"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _HEADER = struct.Struct("<7sBqqBBd")  # magic, version, dim, count, has_pilot, tracks, cosine sum
+# Version 2 appends a flag byte (the fourth-order sums are tracked) and, always, those sums:
+# [sum a^2, sum a b, sum b^2] then the 2 dim x 2 matrix [sum a z, sum b z] by columns.
+# Version 1 is still read; its moments do not track the fourth-order sums.
+_NORM_FLAG = struct.Struct("<B")
 
 
 class Moments:
@@ -302,8 +310,86 @@ class Moments:
         if not self.tracks_unit_rows:
             raise ValueError(f"{what} needs Moments(..., track_unit_rows=True)")
 
+    def estimators(self) -> dict[str, float]:
+        """The unbiased linear CKA and the orthogonal Procrustes distances (ESTIMATOR_KEYS),
+        computed once per analysis and cached until the next update or merge.
+
+        cka_unbiased: the unbiased HSIC (Song et al. 2012) of the linear kernels, normalised;
+        may be negative near zero alignment; 0 when a modality shows no spread; NaN when it is
+        undefined (fewer than 4 pairs, moments restored from the first byte form, which does not
+        carry the fourth-order sums, or magnitudes whose fourth powers leave float64), with the
+        reason in :meth:`estimator_reasons`.
+        procrustes: min over orthogonal Q of ||Xc Q - Yc||_F^2 / n; procrustes_angular:
+        arccos(||Cxy||_* / sqrt(tr Cx tr Cy)); procrustes_angular_whitened: the same on
+        whitened modalities, arccos(sum of canonical correlations / sqrt(rank_x rank_y)).
+
+        >>> import numpy as np, fastsas as fs
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((500, 8))
+        >>> e = fs.Moments(8).update(x, x).estimators()
+        >>> round(e["cka_unbiased"], 6), round(e["procrustes"], 6)
+        (1.0, 0.0)
+        """
+        values, _ = self._estimates_and_reasons()
+        return dict(values)
+
+    def estimator_reasons(self) -> dict[str, str]:
+        """Why an estimator of :meth:`estimators` is NaN for these moments, by key (empty when
+        every one is defined)."""
+        return dict(self._estimates_and_reasons()[1])
+
+    def _estimates_and_reasons(self) -> tuple[dict[str, float], dict[str, str]]:
+        a = self.analysis()
+        cached = getattr(self, "_estimates", None)
+        if cached is None or cached[0] is not a:
+            with self._lock:
+                threads = resolve_threads(self._threads)
+                norm = _core.moments_norm_state(self._core)
+                reasons: dict[str, str] = {}
+                cka_u = float("nan")
+                if self.n < 4:
+                    reasons["cka_unbiased"] = f"it needs at least 4 pairs, these moments hold {self.n}"
+                elif not norm["tracked"]:
+                    reasons["cka_unbiased"] = ("these moments were restored from byte form 1, which does not "
+                                               "carry the fourth-order sums: recompute them from the embeddings")
+                elif not self._fourth_powers_in_range(norm):
+                    reasons["cka_unbiased"] = ("the embeddings' squared norms squared leave the float64 range at "
+                                               "this magnitude: multiply both modalities by a constant that brings "
+                                               "their values near 1 (CKA does not depend on scale)")
+                else:
+                    cka_u = float(_core.linear_cka_unbiased(self._core)["value"])
+                p = _core.procrustes(self._core, threads)
+                values = {"cka_unbiased": cka_u, "procrustes": float(p["distance"]),
+                          "procrustes_angular": float(p["angular"]),
+                          "procrustes_angular_whitened": float(p["whitened_angular"])}
+                for key, value in values.items():
+                    if not np.isfinite(value) and key not in reasons:
+                        reasons[key] = ("its value leaves the float64 range at this magnitude: multiply both "
+                                        "modalities by a constant that brings their values near 1")
+                        values[key] = float("nan")
+            self._estimates = (a, values, reasons)
+            cached = self._estimates
+        return cached[1], cached[2]
+
+    def _fourth_powers_in_range(self, norm: dict) -> bool:
+        """Whether the fourth-order sums hold the rows' squared norms squared without overflow
+        or underflow: finite, and not lost below float64's smallest normal number while the
+        rows do spread (their shifted squared norms sum to the scatter's trace)."""
+        products = np.asarray(norm["products"], dtype=np.float64)
+        if not np.all(np.isfinite(products)):
+            return False
+        scatter_diagonal = np.diag(np.asarray(self._core.state()["shifted_scatter"]))
+        for trace, fourth in ((scatter_diagonal[: self.dim].sum(), products[0]),
+                              (scatter_diagonal[self.dim:].sum(), products[2])):
+            mean_square = trace / max(self.n, 1)
+            if mean_square > 0 and (mean_square < 1e-140 or fourth < 1e-280):
+                return False
+        return True
+
     def alignment(self, topq: float = 0.1) -> dict[str, float]:
-        """Every alignment metric of docs/definitions.md, as a dict of floats (plus n)."""
+        """Every alignment metric of docs/definitions.md, as a dict of floats (plus n), with the
+        estimators (ESTIMATOR_KEYS) after the covariance family; an estimator these moments
+        leave undefined (see :meth:`estimators`) is absent rather than NaN."""
         q = check_topq(topq)
         self._require_unit_rows("alignment()")
         a = self.analysis()
@@ -317,6 +403,8 @@ class Moments:
         }
         for key in ALIGNMENT_KEYS[4:]:
             out[key] = self._defined(key)
+        values, undefined = self._estimates_and_reasons()
+        out.update({key: value for key, value in values.items() if key not in undefined})
         out["n"] = int(self.n)
         out["topq"] = q
         return out
@@ -329,8 +417,10 @@ class Moments:
         upper = np.asarray(s["shifted_scatter"])[np.triu_indices(d2)]
         header = _HEADER.pack(_MAGIC, _FORMAT_VERSION, self.dim, s["count"], int(s["has_pilot"]),
                               int(self.tracks_unit_rows), s["matched_cosine_sum"])
-        body = np.concatenate([s["pilot"], s["shifted_sum"], s["unit_sum"], upper]).astype("<f8")
-        return header + body.tobytes()
+        norm = _core.moments_norm_state(self._core)
+        body = np.concatenate([s["pilot"], s["shifted_sum"], s["unit_sum"], upper, norm["products"],
+                               np.asarray(norm["weighted"]).ravel(order="F")]).astype("<f8")
+        return header + _NORM_FLAG.pack(int(norm["tracked"])) + body.tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Moments":
@@ -342,19 +432,25 @@ class Moments:
         if len(data) < _HEADER.size or data[:7] != _MAGIC:
             raise ValueError("data is not a fastsas Moments byte form (bad magic)")
         magic, version, dim, count, has_pilot, tracks, cos_sum = _HEADER.unpack_from(data)
-        if version != _FORMAT_VERSION:
-            raise ValueError(f"Moments byte form version {version} is not supported (this fastsas reads {_FORMAT_VERSION})")
+        if version not in (1, _FORMAT_VERSION):
+            raise ValueError(f"Moments byte form version {version} is not supported (this fastsas reads 1 and "
+                             f"{_FORMAT_VERSION}); it was written by a newer fastsas: upgrade to read it")
         d2 = 2 * dim
-        expected = _HEADER.size + 8 * (3 * d2 + d2 * (d2 + 1) // 2)
+        triangle = d2 * (d2 + 1) // 2
+        start = _HEADER.size + (_NORM_FLAG.size if version >= 2 else 0)
+        expected = start + 8 * (3 * d2 + triangle + (3 + 2 * d2 if version >= 2 else 0))
         if len(data) != expected:
             raise ValueError(f"Moments byte form is truncated or padded: {len(data)} bytes, expected {expected}")
-        body = np.frombuffer(data, dtype="<f8", offset=_HEADER.size).astype(np.float64)
+        body = np.frombuffer(data, dtype="<f8", offset=start).astype(np.float64)
         pilot, shifted_sum, unit_sum = body[:d2], body[d2:2 * d2], body[2 * d2:3 * d2]
         scatter = np.zeros((d2, d2))
-        scatter[np.triu_indices(d2)] = body[3 * d2:]
+        scatter[np.triu_indices(d2)] = body[3 * d2:3 * d2 + triangle]
         m = cls(dim, track_unit_rows=bool(tracks))
         m._core.restore(count=count, has_pilot=bool(has_pilot), pilot=pilot, shifted_sum=shifted_sum,
                         shifted_scatter=np.asfortranarray(scatter), unit_sum=unit_sum, matched_cosine_sum=cos_sum)
+        if version >= 2 and _NORM_FLAG.unpack_from(data, _HEADER.size)[0]:
+            norm = body[3 * d2 + triangle:]
+            _core.moments_restore_norm(m._core, norm[:3], np.asfortranarray(norm[3:].reshape(d2, 2, order="F")))
         return m
 
     def __reduce__(self):
