@@ -71,7 +71,8 @@ _LABELS = {"sas_i2t": "SAS(I→T)", "sas_t2i": "SAS(T→I)", "sas_sym": "SAS(sym
            "cka": "CKA", "coral": "CORAL", "svcca": "SVCCA", "delta_cos": "Δcos", "rmg": "RMG",
            "rmg_paper": "RMG (paper)", "centroid_euclidean": "centroid distance", "centroid_cosine": "centroid cosine",
            "cone_images": "cone (images)", "cone_texts": "cone (texts)", "matched_cosine": "matched cosine",
-           "mmd": "MMD"}
+           "cka_unbiased": "CKA (unbiased)", "procrustes": "Procrustes", "procrustes_angular": "Procrustes (angular)",
+           "procrustes_angular_whitened": "Procrustes (angular, whitened)", "mmd": "MMD"}
 
 # The declared metrics: every alignment key fastsas defines, then MMD. A key fs.alignment
 # returns that is not here yet (a metric added to it) is used under its own name.
@@ -246,7 +247,7 @@ def _replicate(core: Any, q: float, keys: Sequence[str]) -> dict[str, float]:
         values = Moments._from_core(core).alignment(q)
     except ValueError:  # a metric the leave-one-out rows leave undefined: no interval for this block
         return {k: math.nan for k in keys}
-    return {k: float(values[k]) for k in keys}
+    return {k: float(values.get(k, math.nan)) for k in keys}  # a key left undefined without this block: NaN
 
 
 def compute_cell(data: CellData, settings: CellSettings, *, threads: int | None = None, backend: str = "auto") -> dict:
