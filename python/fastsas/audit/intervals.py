@@ -3,7 +3,7 @@ with every other block's, never subtracted, so the leave-one-out states are exac
 (docs/definitions.md, "Audits").
 
 - :func:`jackknife`: the audit's intervals of SAS (both ways), the imbalance and CKA;
-- :func:`jackknife_interval`: the interval of one statistic from its leave-one-out values;
+- :func:`interval`: the interval of one statistic from its leave-one-out values;
 - :func:`paired_jackknife`: the interval and test of the difference of a statistic between
   two archives of the same items (two models on one dataset), over the same blocks;
   :func:`paired_difference` is the same from leave-one-out values already computed."""
@@ -17,8 +17,8 @@ import numpy as np
 
 from fastsas import _core
 
-__all__ = ["JACKKNIFE_METRICS", "jackknife", "jackknife_interval", "leave_one_out", "merge_all", "paired_difference",
-           "paired_jackknife"]
+__all__ = ["JACKKNIFE_METRICS", "interval", "jackknife", "leave_one_out", "merge_all", "paired_difference",
+           "paired_jackknife", "t_test"]
 
 JACKKNIFE_METRICS = ("sas_i2t", "sas_t2i", "sas_imbalance", "cka")
 
@@ -127,18 +127,40 @@ def jackknife(blocks: Sequence, topq: float, threads: int, full: dict[str, float
     loo = [_scores(m, topq, threads) for m in leave_one_out(blocks)]
     out: dict[str, Any] = {"blocks": count, "method": "delete-a-block jackknife", "confidence": 0.95}
     for key in JACKKNIFE_METRICS:
-        interval = jackknife_interval(full[key], [s[key] for s in loo])
-        out[key] = {k: interval[k] for k in ("value", "se", "ci_low", "ci_high")}
-    imb = jackknife_interval(full["sas_imbalance"], [s["sas_imbalance"] for s in loo])
+        ci = interval(full[key], [s[key] for s in loo])
+        out[key] = {k: ci[k] for k in ("value", "se", "ci_low", "ci_high")}
+    imb = interval(full["sas_imbalance"], [s["sas_imbalance"] for s in loo])
     out["imbalance_test"] = {"t": imb["t"], "df": imb["df"], "p_value": imb["p_value"],
                              "null": "SAS(I->T) == SAS(T->I)"}
     return out
 
 
-def jackknife_interval(value: float, replicates: Sequence[float], confidence: float = 0.95) -> dict:
+def t_test(value: float, se: float, df: int) -> tuple[float, float]:
+    """(t, two-sided p) of `value` against 0 with standard error `se` and `df` degrees of
+    freedom, Student t; a zero standard error gives t = +-inf and p = 0, or t = 0 and p = 1
+    for a zero value (no spread and nothing to test: e.g. a model against itself).
+
+    Examples
+    --------
+    >>> from fastsas.audit.intervals import t_test
+    >>> t, p = t_test(2.0, 1.0, 9)
+    >>> t, round(p, 4), t_test(0.0, 0.0, 9)
+    (2.0, 0.0766, (0.0, 1.0))
+    """
+    from scipy import stats
+
+    if se > 0:
+        t = value / se
+        return t, float(2.0 * stats.t.sf(abs(t), df))
+    return (math.copysign(math.inf, value) if value else 0.0), (0.0 if value else 1.0)
+
+
+def interval(value: float, replicates: Sequence[float], bounds: tuple[float, float] | None = None, *,
+             confidence: float = 0.95) -> dict:
     """The delete-a-block jackknife of one statistic from its leave-one-out values
-    (docs/definitions.md, "Audits"): standard error, Student-t interval around `value`, and
-    the t test of the null hypothesis that the statistic is 0.
+    (docs/definitions.md, "Audits"): standard error, Student-t interval around `value`
+    (clipped to `bounds` when given), and the t test of the null hypothesis that the
+    statistic is 0.
 
     Parameters
     ----------
@@ -146,6 +168,8 @@ def jackknife_interval(value: float, replicates: Sequence[float], confidence: fl
         The statistic on all blocks.
     replicates : sequence of float, length B >= 2
         The statistic with each block left out in turn (the same blocks, in any order).
+    bounds : (float, float) or None
+        The statistic's range: the interval is clipped to it.
     confidence : float, default 0.95
         The interval's coverage, in (0, 1).
 
@@ -153,10 +177,10 @@ def jackknife_interval(value: float, replicates: Sequence[float], confidence: fl
     -------
     dict
         ``value``, ``se`` = sqrt((B - 1) / B * sum_b (replicate_b - mean)^2), ``ci_low``,
-        ``ci_high`` (value -/+ t_{(1 + confidence) / 2, B - 1} se), ``t`` = value / se
-        (+-inf when se is 0 and value is not), ``df`` = B - 1, ``p_value`` (two-sided, Student
-        t with B - 1 degrees of freedom), ``blocks`` = B. With a non-finite replicate every
-        number but ``value`` is NaN.
+        ``ci_high`` (value -/+ t_{(1 + confidence) / 2, B - 1} se), ``t`` and ``p_value``
+        (:func:`t_test` of value / se, B - 1 degrees of freedom), ``df`` = B - 1, ``blocks`` =
+        B, and with `bounds` ``clipped`` (whether the interval was). With a non-finite value
+        or replicate every number but ``value`` is NaN.
 
     Raises
     ------
@@ -165,34 +189,37 @@ def jackknife_interval(value: float, replicates: Sequence[float], confidence: fl
 
     Examples
     --------
-    >>> from fastsas.audit import jackknife_interval
-    >>> out = jackknife_interval(1.0, [0.9, 1.1, 1.0, 1.0])
+    >>> from fastsas.audit import interval
+    >>> out = interval(1.0, [0.9, 1.1, 1.0, 1.0])
     >>> round(out["se"], 6), out["df"], out["ci_low"] < 1.0 < out["ci_high"]
     (0.122474, 3, True)
+    >>> out = interval(0.99, [0.98, 1.0, 0.99, 0.97, 1.0], bounds=(0.0, 1.0))
+    >>> out["ci_high"], out["clipped"]
+    (1.0, True)
     """
     from scipy import stats
 
     values = np.asarray(replicates, dtype=np.float64).ravel()
     count = values.size
     if count < 2:
-        raise ValueError(f"the jackknife needs at least 2 leave-one-out values, got {count}")
+        raise ValueError(f"the jackknife needs at least 2 blocks (leave-one-out values), got {count}")
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     value = float(value)
     out = {"value": value, "se": math.nan, "ci_low": math.nan, "ci_high": math.nan, "t": math.nan,
            "df": count - 1, "p_value": math.nan, "blocks": count}
+    if bounds is not None:
+        out["clipped"] = False
     if not (np.isfinite(values).all() and math.isfinite(value)):
         return out
     se = math.sqrt((count - 1) / count * float(np.sum((values - values.mean()) ** 2)))
     t_crit = float(stats.t.ppf(0.5 + 0.5 * float(confidence), count - 1))
-    if se > 0:
-        t_stat = value / se
-    elif value == 0.0:  # no spread and nothing to test: e.g. the difference of a model with itself
-        t_stat = 0.0
-    else:
-        t_stat = math.copysign(math.inf, value)
-    out.update(se=se, ci_low=value - t_crit * se, ci_high=value + t_crit * se, t=t_stat,
-               p_value=float(2.0 * stats.t.sf(abs(t_stat), count - 1)) if math.isfinite(t_stat) else 0.0)
+    low, high = value - t_crit * se, value + t_crit * se
+    t_stat, p_value = t_test(value, se, count - 1)
+    out.update(se=se, ci_low=low, ci_high=high, t=t_stat, p_value=p_value)
+    if bounds is not None:
+        out["ci_low"], out["ci_high"] = max(low, bounds[0]), min(high, bounds[1])
+        out["clipped"] = bool(out["ci_low"] != low or out["ci_high"] != high)
     return out
 
 
@@ -214,7 +241,7 @@ def paired_difference(full_a: float, full_b: float, replicates_a: Sequence[float
     Returns
     -------
     dict
-        :func:`jackknife_interval` of the difference (its ``t`` and ``p_value`` test the
+        :func:`interval` of the difference (its ``t`` and ``p_value`` test the
         null hypothesis that the two statistics are equal), plus ``null``.
 
     Raises
@@ -234,7 +261,7 @@ def paired_difference(full_a: float, full_b: float, replicates_a: Sequence[float
     if a.size != b.size:
         raise ValueError(f"a paired jackknife needs the same blocks on both sides: {a.size} leave-one-out values "
                          f"against {b.size}")
-    out = jackknife_interval(float(full_a) - float(full_b), a - b, confidence)
+    out = interval(float(full_a) - float(full_b), a - b, confidence=confidence)
     out["null"] = "the two statistics are equal"
     return out
 

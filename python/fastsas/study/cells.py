@@ -21,7 +21,7 @@ import numpy as np
 
 from fastsas._validate import check_int, check_ks, check_topq, resolve_threads
 from fastsas._version import __version__
-from fastsas.audit.intervals import jackknife_interval, leave_one_out
+from fastsas.audit.intervals import interval, leave_one_out
 from fastsas.audit.plan import AuditPlan
 from fastsas.definitions import DEFINITIONS_VERSION
 from fastsas.io.atomic import write_atomic
@@ -315,7 +315,7 @@ def compute_cell(data: CellData, settings: CellSettings, *, threads: int | None 
         state.accumulate(x, y, plan.codes(0, n), threads)
         replicates = [_replicate(core, settings.topq, keys) for core in leave_one_out(state.states("blocks"))]
         jack["replicates"] = {k: [r[k] for r in replicates] for k in keys}
-        jack["metrics"] = {k: jackknife_interval(alignment[k], jack["replicates"][k]) for k in keys}
+        jack["metrics"] = {k: interval(alignment[k], jack["replicates"][k]) for k in keys}
         imb = jack["metrics"]["sas_imbalance"]
         jack["imbalance_test"] = {"t": imb["t"], "df": imb["df"], "p_value": imb["p_value"],
                                   "null": "SAS(I->T) == SAS(T->I)"}
