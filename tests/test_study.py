@@ -207,8 +207,23 @@ def test_leave_one_out_values_are_the_metrics_without_each_block(synthetic):
     for b in (0, 7, 19):
         keep = np.arange(len(images)) % blocks != b
         direct = fs.alignment(images[keep].astype(np.float64), pairs[keep].astype(np.float64), backend="cpu")
-        for key in ("sas_i2t", "cka", "delta_cos", "coral", "svcca"):
+        for key in ("sas_i2t", "cka", "delta_cos", "coral", "svcca", "cka_unbiased", "procrustes"):
             assert cell["jackknife"]["replicates"][key][b] == pytest.approx(direct[key], rel=2e-5, abs=1e-6), key
+
+
+def test_skip_slow_keeps_the_estimators_values_without_their_intervals():
+    from fastsas.moments import ESTIMATOR_KEYS
+
+    x, y = fs.synthetic.paired_embeddings(400, 16, image_only_factors=2, dtype=np.float64)
+    covariance_family = fs.Moments(16).update(x, y).alignment(estimators=False)
+    everything = fs.alignment(x, y, backend="cpu")
+    assert covariance_family == {k: v for k, v in everything.items() if k not in ESTIMATOR_KEYS}
+    full = compute_cell(CellData(x, y), CellSettings(jackknife_blocks=5, mmd=False))
+    lean = compute_cell(CellData(x, y), CellSettings(jackknife_blocks=5, mmd=False, estimator_intervals=False))
+    assert lean["alignment"] == full["alignment"] == everything
+    assert set(full["jackknife"]["metrics"]) - set(lean["jackknife"]["metrics"]) == set(ESTIMATOR_KEYS)
+    for key, interval in lean["jackknife"]["metrics"].items():
+        assert interval == full["jackknife"]["metrics"][key], key
 
 
 # -- the paper's feature files ---------------------------------------------------------------------------------
@@ -405,19 +420,19 @@ def test_a_key_added_to_the_alignment_dict_is_picked_up(tmp_path, monkeypatch):
     root = write_synthetic_study(tmp_path, models=3, pairs=60, dim=16, reference=False)
     real = fs.Moments.alignment
 
-    def with_extra(self, topq=0.1):
-        out = real(self, topq)
-        out["cka_unbiased"] = out["cka"] / 2  # stands in for a metric merged into fs.alignment later
+    def with_extra(self, topq=0.1, **options):
+        out = real(self, topq, **options)
+        out["future_metric"] = out["cka"] / 2  # stands in for a metric merged into fs.alignment later
         return out
 
     monkeypatch.setattr(fs.Moments, "alignment", with_extra)
     r = fs.study(root / "study.toml", cache=False, bootstrap=50, permutations=50, skip_slow=True)
-    assert "cka_unbiased" in r.metrics
+    assert "future_metric" in r.metrics
     cell = r.cells[0]
-    assert cell["jackknife"]["metrics"]["cka_unbiased"]["value"] == cell["alignment"]["cka"] / 2
-    assert any(row["metric"] == "cka_unbiased" for row in r.experiments["alignment_profile"]["rows"])
-    only = fs.study(root / "study.toml", cache=False, bootstrap=50, permutations=50, metrics="sas_i2t,cka_unbiased")
-    assert only.metrics == ["sas_i2t", "cka_unbiased"]
+    assert cell["jackknife"]["metrics"]["future_metric"]["value"] == cell["alignment"]["cka"] / 2
+    assert any(row["metric"] == "future_metric" for row in r.experiments["alignment_profile"]["rows"])
+    only = fs.study(root / "study.toml", cache=False, bootstrap=50, permutations=50, metrics="sas_i2t,future_metric")
+    assert only.metrics == ["sas_i2t", "future_metric"]
 
 
 # -- report and CLI -----------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from fastsas.definitions import DEFINITIONS_VERSION
 from fastsas.io.atomic import write_atomic
 from fastsas.io.strict_json import dumps
 from fastsas.mmd import mmd as mmd_of
-from fastsas.moments import ALIGNMENT_KEYS, DEFAULT_QS, Moments
+from fastsas.moments import ALIGNMENT_KEYS, DEFAULT_QS, ESTIMATOR_KEYS, Moments
 from fastsas.retrieval import retrieval as retrieval_of
 from fastsas.study.catalog import CellSpec
 from fastsas.study.inputs import CellData, read_cell
@@ -182,6 +182,10 @@ class CellSettings:
         Compute MMD (O(n^2 d)).
     mmd_sigma : float
         Its RBF bandwidth.
+    estimator_intervals : bool
+        Jackknife intervals of the unbiased CKA and the Procrustes distances too (their
+        leave-one-out analyses about double the jackknife's time at d = 768); without, their
+        values are still reported, with no interval.
 
     Examples
     --------
@@ -196,6 +200,7 @@ class CellSettings:
     qs: tuple = DEFAULT_QS
     mmd: bool = True
     mmd_sigma: float = 10.0
+    estimator_intervals: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "topq", check_topq(self.topq))
@@ -208,6 +213,7 @@ class CellSettings:
             raise ValueError(f"mmd_sigma must be a finite number > 0, got {self.mmd_sigma!r}")
         object.__setattr__(self, "mmd_sigma", sigma)
         object.__setattr__(self, "mmd", bool(self.mmd))
+        object.__setattr__(self, "estimator_intervals", bool(self.estimator_intervals))
 
     def to_dict(self) -> dict:
         """The settings as plain data."""
@@ -242,9 +248,9 @@ def cell_key(fingerprint: str, settings: CellSettings) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def _replicate(core: Any, q: float, keys: Sequence[str]) -> dict[str, float]:
+def _replicate(core: Any, q: float, keys: Sequence[str], estimators: bool) -> dict[str, float]:
     try:
-        values = Moments._from_core(core).alignment(q)
+        values = Moments._from_core(core).alignment(q, estimators=estimators)
     except ValueError:  # a metric the leave-one-out rows leave undefined: no interval for this block
         return {k: math.nan for k in keys}
     return {k: float(values.get(k, math.nan)) for k in keys}  # a key left undefined without this block: NaN
@@ -306,14 +312,16 @@ def compute_cell(data: CellData, settings: CellSettings, *, threads: int | None 
     distinct = n if block_ids is None else len(np.unique(np.asarray(block_ids).astype(str)
                                                          if np.asarray(block_ids).dtype.hasobject else block_ids))
     blocks_wanted = min(settings.jackknife_blocks, distinct, n)
-    keys = [k for k, v in alignment.items() if k not in ("n", "topq") and isinstance(v, float)]
+    keys = [k for k, v in alignment.items() if k not in ("n", "topq") and isinstance(v, float)
+            and (settings.estimator_intervals or k not in ESTIMATOR_KEYS)]
     jack: dict[str, Any] = {"blocks": blocks_wanted, "method": "delete-a-block jackknife", "confidence": 0.95}
     if blocks_wanted >= 2:
         plan = AuditPlan(n, d, image_ids=block_ids, text_ids=block_ids, topq=settings.topq,
                          jackknife_blocks=blocks_wanted, mismatches=0, retrieval="none", ks=(1,))
         state = plan.new_state()
         state.accumulate(x, y, plan.codes(0, n), threads)
-        replicates = [_replicate(core, settings.topq, keys) for core in leave_one_out(state.states("blocks"))]
+        replicates = [_replicate(core, settings.topq, keys, settings.estimator_intervals)
+                      for core in leave_one_out(state.states("blocks"))]
         jack["replicates"] = {k: [r[k] for r in replicates] for k in keys}
         jack["metrics"] = {k: interval(alignment[k], jack["replicates"][k]) for k in keys}
         imb = jack["metrics"]["sas_imbalance"]

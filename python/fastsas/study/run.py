@@ -15,6 +15,7 @@ from fastsas._validate import check_int, resolve_threads
 from fastsas._version import __version__
 from fastsas.dask.cluster import client_for, compute, dask_modules
 from fastsas.definitions import DEFINITIONS_VERSION, IMBALANCE_SIGN
+from fastsas.moments import ESTIMATOR_KEYS
 from fastsas.study.catalog import Catalog, load_catalog
 from fastsas.study.cells import METRICS, CellSettings, evaluate_cell, resolve_metrics
 from fastsas.study.experiments import (CellTable, alignment_profile, compare_models, default_comparisons,
@@ -206,7 +207,9 @@ def study(
     metrics : str or sequence of str, default "all"
         "all", "paper" or names (:func:`fastsas.study.resolve_metrics`).
     skip_slow : bool, default False
-        Leave out MMD and SVCCA (as the paper's --skip_slow); MMD is then not computed.
+        Leave out MMD and SVCCA (as the paper's --skip_slow); MMD is then not computed, nor
+        the jackknife intervals of the unbiased CKA and the Procrustes distances (their values
+        stay).
     mmd_sigma : float, default 10
         MMD's RBF bandwidth.
     direction : str or None
@@ -271,7 +274,9 @@ def study(
     skip = bool(_option(skip_slow, opts, "skip_slow", False))
     requested = _option(metrics, opts, "metrics", "all")
     wanted = resolve_metrics(requested, skip_slow=skip)
-    settings = CellSettings(**{**asdict(settings), "mmd": "mmd" in wanted})
+    # --skip-slow also drops the estimators' intervals (their values stay): they double the jackknife.
+    settings = CellSettings(**{**asdict(settings), "mmd": "mmd" in wanted,
+                               "estimator_intervals": not skip and any(k in ESTIMATOR_KEYS for k in wanted)})
     corr = str(_option(correction, opts, "correction", "holm")).lower()
     if corr not in CORRECTIONS:
         raise ValueError(f"correction must be one of {CORRECTIONS}, got {corr!r}")
