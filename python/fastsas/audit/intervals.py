@@ -1,12 +1,14 @@
 """Delete-a-block jackknife intervals from per-block moments: each block's state is merged
 with every other block's, never subtracted, so the leave-one-out states are exact
-(docs/definitions.md, "Audits").
+(docs/definitions.md, "Audits"). Intervals of bounded metrics are clipped to their range.
 
 - :func:`jackknife`: the audit's intervals of SAS (both ways), the imbalance and CKA;
-- :func:`interval`: the interval of one statistic from its leave-one-out values;
+- :func:`interval`: the interval and t test of any one statistic from its leave-one-out
+  values (:func:`t_test` the test's one rule);
 - :func:`paired_jackknife`: the interval and test of the difference of a statistic between
   two archives of the same items (two models on one dataset), over the same blocks;
-  :func:`paired_difference` is the same from leave-one-out values already computed."""
+  :func:`paired_difference` is the same from leave-one-out values already computed (what
+  ``fastsas compare`` and the study's model comparisons use)."""
 from __future__ import annotations
 
 import math
@@ -17,121 +19,23 @@ import numpy as np
 
 from fastsas import _core
 
-__all__ = ["JACKKNIFE_METRICS", "interval", "jackknife", "leave_one_out", "merge_all", "paired_difference",
+__all__ = ["JACKKNIFE_METRICS", "RANGES", "interval", "jackknife", "leave_one_out", "merge_all", "paired_difference",
            "paired_jackknife", "t_test"]
 
 JACKKNIFE_METRICS = ("sas_i2t", "sas_t2i", "sas_imbalance", "cka")
 
+# The range of each bounded statistic: its interval is clipped to it.
+RANGES = {"sas_i2t": (0.0, 1.0), "sas_t2i": (0.0, 1.0), "sas_imbalance": (-1.0, 1.0), "cka": (0.0, 1.0),
+          "sas_companion_i2t": (0.0, 1.0), "sas_companion_t2i": (0.0, 1.0), "recall": (0.0, 1.0)}
 
-def _scores(moments_core, topq: float, threads: int) -> dict[str, float]:
+
+def _scores(moments_core, topq: float, threads: int, eigenvalues: bool = False) -> dict[str, Any]:
     a = _core.analyze(moments_core, threads=threads, spectral_only=True)
     i2t = float(_core.sas_from_profile(eigenvalues=a["i2t"]["eigenvalues"], rho=a["i2t"]["rho"], q=topq))
     t2i = float(_core.sas_from_profile(eigenvalues=a["t2i"]["eigenvalues"], rho=a["t2i"]["rho"], q=topq))
-    return {"sas_i2t": i2t, "sas_t2i": t2i, "sas_imbalance": i2t - t2i, "cka": float(a["cka"])}
-
-
-def leave_one_out(blocks: Sequence) -> Iterator:
-    """For each block b, the merge of every other block: prefix and suffix merges, exact (no
-    subtraction of moments), 3B merges in all.
-
-    Parameters
-    ----------
-    blocks : sequence of fastsas._core.Moments
-        The per-block states (at least 2).
-
-    Yields
-    ------
-    fastsas._core.Moments
-        The state of all blocks but b, for b = 0, 1, ...
-
-    Examples
-    --------
-    >>> import fastsas as fs
-    >>> from fastsas.audit import leave_one_out
-    >>> x, y = fs.synthetic.paired_embeddings(300, 16)
-    >>> blocks = [fs.Moments(16).update(x[i::3], y[i::3])._core for i in range(3)]
-    >>> [m.count for m in leave_one_out(blocks)]
-    [200, 200, 200]
-    """
-    count = len(blocks)
-    suffix = [None] * (count + 1)
-    for b in range(count - 1, -1, -1):
-        nxt = suffix[b + 1]
-        suffix[b] = blocks[b].copy() if nxt is None else _merged(blocks[b], nxt)
-    prefix = None
-    for b in range(count):
-        rest = suffix[b + 1]
-        if prefix is None:
-            yield rest
-        elif rest is None:
-            yield prefix
-        else:
-            yield _merged(prefix, rest)
-        prefix = blocks[b].copy() if prefix is None else _merged(prefix, blocks[b])
-
-
-def _merged(a, b):
-    out = a.copy()
-    out.merge(b)
-    return out
-
-
-def merge_all(states: Sequence):
-    """One core Moments: the merge of `states` (a copy of the first, the rest merged in)."""
-    out = states[0].copy()
-    for s in states[1:]:
-        out.merge(s)
-    return out
-
-
-def jackknife(blocks: Sequence, topq: float, threads: int, full: dict[str, float]) -> dict:
-    """The delete-a-block jackknife of SAS both ways, the imbalance and CKA
-    (docs/definitions.md, "Audits").
-
-    Parameters
-    ----------
-    blocks : sequence of fastsas._core.Moments
-        The per-block states, at least 2.
-    topq : float
-        SAS's top fraction of anchor modes.
-    threads : int
-        Worker threads of the eigensolvers.
-    full : dict
-        The full-archive values of JACKKNIFE_METRICS (e.g. :func:`fastsas.alignment`).
-
-    Returns
-    -------
-    dict
-        ``blocks``, ``method``, ``confidence`` (0.95); per metric of JACKKNIFE_METRICS a dict
-        of ``value``, ``se``, ``ci_low``, ``ci_high``; ``imbalance_test``: ``t``, ``df``,
-        ``p_value``, ``null``.
-
-    Raises
-    ------
-    ValueError
-        With fewer than 2 blocks.
-
-    Examples
-    --------
-    >>> import fastsas as fs
-    >>> from fastsas.audit import jackknife
-    >>> x, y = fs.synthetic.paired_embeddings(2000, 16, image_only_factors=2)
-    >>> blocks = [fs.Moments(16).update(x[i::10], y[i::10])._core for i in range(10)]
-    >>> out = jackknife(blocks, 0.1, 1, fs.alignment(x, y, backend="cpu"))
-    >>> out["blocks"], out["sas_i2t"]["ci_low"] < out["sas_i2t"]["value"] < out["sas_i2t"]["ci_high"]
-    (10, True)
-    """
-    count = len(blocks)
-    if count < 2:
-        raise ValueError("the jackknife needs at least 2 blocks")
-    loo = [_scores(m, topq, threads) for m in leave_one_out(blocks)]
-    out: dict[str, Any] = {"blocks": count, "method": "delete-a-block jackknife", "confidence": 0.95}
-    for key in JACKKNIFE_METRICS:
-        ci = interval(full[key], [s[key] for s in loo])
-        out[key] = {k: ci[k] for k in ("value", "se", "ci_low", "ci_high")}
-    imb = interval(full["sas_imbalance"], [s["sas_imbalance"] for s in loo])
-    out["imbalance_test"] = {"t": imb["t"], "df": imb["df"], "p_value": imb["p_value"],
-                             "null": "SAS(I->T) == SAS(T->I)"}
+    out: dict[str, Any] = {"sas_i2t": i2t, "sas_t2i": t2i, "sas_imbalance": i2t - t2i, "cka": float(a["cka"])}
+    if eigenvalues:
+        out["eigenvalues"] = {k: np.asarray(a[k]["eigenvalues"], dtype=np.float64) for k in ("i2t", "t2i")}
     return out
 
 
@@ -220,6 +124,143 @@ def interval(value: float, replicates: Sequence[float], bounds: tuple[float, flo
     if bounds is not None:
         out["ci_low"], out["ci_high"] = max(low, bounds[0]), min(high, bounds[1])
         out["clipped"] = bool(out["ci_low"] != low or out["ci_high"] != high)
+    return out
+
+
+def leave_one_out(blocks: Sequence) -> Iterator:
+    """For each block b, the merge of every other block: prefix and suffix merges, exact (no
+    subtraction of moments), 3B merges in all.
+
+    Parameters
+    ----------
+    blocks : sequence of fastsas._core.Moments
+        The per-block states (at least 2).
+
+    Yields
+    ------
+    fastsas._core.Moments
+        The state of all blocks but b, for b = 0, 1, ...
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> from fastsas.audit import leave_one_out
+    >>> x, y = fs.synthetic.paired_embeddings(300, 16)
+    >>> blocks = [fs.Moments(16).update(x[i::3], y[i::3])._core for i in range(3)]
+    >>> [m.count for m in leave_one_out(blocks)]
+    [200, 200, 200]
+    """
+    count = len(blocks)
+    suffix = [None] * (count + 1)
+    for b in range(count - 1, -1, -1):
+        nxt = suffix[b + 1]
+        suffix[b] = blocks[b].copy() if nxt is None else _merged(blocks[b], nxt)
+    prefix = None
+    for b in range(count):
+        rest = suffix[b + 1]
+        if prefix is None:
+            yield rest
+        elif rest is None:
+            yield prefix
+        else:
+            yield _merged(prefix, rest)
+        prefix = blocks[b].copy() if prefix is None else _merged(prefix, blocks[b])
+
+
+def merge_all(states: Sequence):
+    """One core Moments: the merge of `states` (a copy of the first, the rest merged in)."""
+    out = states[0].copy()
+    for s in states[1:]:
+        out.merge(s)
+    return out
+
+
+def _merged(a, b):
+    out = a.copy()
+    out.merge(b)
+    return out
+
+
+def jackknife(blocks: Sequence, topq: float, threads: int, full: dict[str, float], *,
+              extra: Callable[[Any], dict[str, float]] | None = None, eigenvalues: bool = False,
+              replicates: bool = False, progress: Any = None) -> dict:
+    """The delete-a-block jackknife of SAS both ways, the imbalance and CKA
+    (docs/definitions.md, "Audits").
+
+    Parameters
+    ----------
+    blocks : sequence of fastsas._core.Moments
+        The per-block states, at least 2.
+    topq : float
+        SAS's top fraction of anchor modes.
+    threads : int
+        Worker threads of the eigensolvers.
+    full : dict
+        The full-archive values of JACKKNIFE_METRICS (e.g. :func:`fastsas.alignment`), and of
+        the statistics `extra` returns.
+    extra : callable or None
+        ``extra(moments) -> {name: value}``: more statistics of a leave-one-out state, given
+        intervals too.
+    eigenvalues : bool, default False
+        Also the jackknife standard error of every anchor eigenvalue (``eigenvalue_se``:
+        per direction a list, modes by decreasing eigenvalue).
+    replicates : bool, default False
+        Also every statistic's leave-one-out values (``replicates``).
+    progress : callable or None
+        ``progress(iterable, description, total)``: the leave-one-out states, one by one.
+
+    Returns
+    -------
+    dict
+        ``blocks``, ``method``, ``confidence`` (0.95); per metric of JACKKNIFE_METRICS (and of
+        `extra`) a dict of ``value``, ``se``, ``ci_low``, ``ci_high``, ``clipped`` (intervals
+        of bounded metrics are clipped to their range, RANGES); ``imbalance_test``: ``t``,
+        ``df``, ``p_value``, ``null``.
+
+    Raises
+    ------
+    ValueError
+        With fewer than 2 blocks.
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> from fastsas.audit import jackknife
+    >>> x, y = fs.synthetic.paired_embeddings(2000, 16, image_only_factors=2)
+    >>> blocks = [fs.Moments(16).update(x[i::10], y[i::10])._core for i in range(10)]
+    >>> out = jackknife(blocks, 0.1, 1, fs.alignment(x, y, backend="cpu"))
+    >>> out["blocks"], out["sas_i2t"]["ci_low"] < out["sas_i2t"]["value"] < out["sas_i2t"]["ci_high"]
+    (10, True)
+    """
+    count = len(blocks)
+    if count < 2:
+        raise ValueError("the jackknife needs at least 2 blocks")
+    loo = []
+    states = leave_one_out(blocks)
+    if progress is not None:
+        states = progress(states, f"jackknife ({count} blocks left out in turn)", count)
+    for m in states:
+        scores = _scores(m, topq, threads, eigenvalues)
+        if extra is not None:
+            scores.update(extra(m))
+        loo.append(scores)
+    out: dict[str, Any] = {"blocks": count, "method": "delete-a-block jackknife", "confidence": 0.95}
+    keys = list(JACKKNIFE_METRICS) + [k for k in loo[0] if k not in JACKKNIFE_METRICS and k != "eigenvalues"]
+    for key in keys:
+        out[key] = interval(full[key], [s[key] for s in loo], RANGES.get(key))
+    imb = out["sas_imbalance"]
+    t_stat, p_value = t_test(imb["value"], imb["se"], count - 1)
+    out["imbalance_test"] = {"t": t_stat, "df": count - 1, "p_value": p_value,
+                             "null": "SAS(I->T) == SAS(T->I)"}
+    if eigenvalues:
+        out["eigenvalue_se"] = {}
+        for direction in ("i2t", "t2i"):
+            values = np.stack([s["eigenvalues"][direction] for s in loo])
+            values = -np.sort(-values, axis=1)
+            se = np.sqrt((count - 1) / count * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
+            out["eigenvalue_se"][direction] = se.tolist()
+    if replicates:
+        out["replicates"] = {k: [s[k] for s in loo] for k in keys}
     return out
 
 

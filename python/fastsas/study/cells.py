@@ -21,7 +21,7 @@ import numpy as np
 
 from fastsas._validate import check_int, check_ks, check_topq, resolve_threads
 from fastsas._version import __version__
-from fastsas.audit.intervals import interval, leave_one_out
+from fastsas.audit.intervals import RANGES, interval, leave_one_out
 from fastsas.audit.plan import AuditPlan
 from fastsas.definitions import DEFINITIONS_VERSION
 from fastsas.io.atomic import write_atomic
@@ -317,13 +317,14 @@ def compute_cell(data: CellData, settings: CellSettings, *, threads: int | None 
     jack: dict[str, Any] = {"blocks": blocks_wanted, "method": "delete-a-block jackknife", "confidence": 0.95}
     if blocks_wanted >= 2:
         plan = AuditPlan(n, d, image_ids=block_ids, text_ids=block_ids, topq=settings.topq,
-                         jackknife_blocks=blocks_wanted, mismatches=0, retrieval="none", ks=(1,))
+                         jackknife_blocks=blocks_wanted, mismatches=0, mismatch_fdr=None, chance_repeats=0,
+                         retrieval="none", ks=(1,))
         state = plan.new_state()
         state.accumulate(x, y, plan.codes(0, n), threads)
         replicates = [_replicate(core, settings.topq, keys, settings.estimator_intervals)
                       for core in leave_one_out(state.states("blocks"))]
         jack["replicates"] = {k: [r[k] for r in replicates] for k in keys}
-        jack["metrics"] = {k: interval(alignment[k], jack["replicates"][k]) for k in keys}
+        jack["metrics"] = {k: interval(alignment[k], jack["replicates"][k], RANGES.get(k)) for k in keys}
         imb = jack["metrics"]["sas_imbalance"]
         jack["imbalance_test"] = {"t": imb["t"], "df": imb["df"], "p_value": imb["p_value"],
                                   "null": "SAS(I->T) == SAS(T->I)"}
