@@ -42,7 +42,8 @@ def test_docstring_examples_run(name):
 # The public API: what the packages and the public modules export.
 PUBLIC = ["fastsas", "fastsas.io", "fastsas.store", "fastsas.store.layout", "fastsas.report", "fastsas.audit",
           "fastsas.gap", "fastsas.dask", "fastsas.gpu", "fastsas.embedding", "fastsas.results", "fastsas.definitions",
-          "fastsas.metrics", "fastsas.moments", "fastsas.retrieval", "fastsas.mmd", "fastsas.synthetic"]
+          "fastsas.metrics", "fastsas.moments", "fastsas.retrieval", "fastsas.mmd", "fastsas.synthetic", "fastsas.study",
+          "fastsas.study.stats"]
 
 
 def _public_objects():

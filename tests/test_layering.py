@@ -187,7 +187,7 @@ def test_import_fastsas_stays_light():
     assert after == str(["fastsas.gpu", "fastsas.io", "fastsas.report", "fastsas.store"])
 
 
-@pytest.mark.parametrize("name", ["dask", "gap", "gpu", "io", "report", "store"], ids=lambda n: f"fs.{n}")
+@pytest.mark.parametrize("name", ["dask", "gap", "gpu", "io", "report", "store", "study"], ids=lambda n: f"fs.{n}")
 def test_lazy_attributes_are_the_packages(name):
     import importlib
 

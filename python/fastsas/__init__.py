@@ -6,7 +6,8 @@ packages are loaded on first use, as attributes: ``fs.gap`` (modality-gap contro
 ``fs.io`` (readers, atomic writes), ``fs.store`` (the embedding store), ``fs.report``
 (HTML/JSON/Markdown reports), ``fs.dask`` (the cluster path; the ``dist`` extra),
 ``fs.gpu`` (the CUDA backend; the ``gpu`` extra), ``fs.embed`` (embedding with local models;
-the ``embed`` extra). Definitions of every number: docs/definitions.md, version
+the ``embed`` extra), ``fs.study`` (many models x many datasets; callable:
+``fs.study(catalog)``). Definitions of every number: docs/definitions.md, version
 :data:`DEFINITIONS_VERSION`.
 
 >>> import fastsas as fs
@@ -35,14 +36,14 @@ from fastsas.retrieval import retrieval
 __all__ = [
     "AuditResult", "DEFINITIONS_VERSION", "IMBALANCE_SIGN", "Metric", "Metrics", "Moments", "SpectralProfile",
     "alignment", "audit", "cka", "coral", "dask", "delta_cos", "embed", "gap", "gpu", "io", "mmd", "report",
-    "retrieval", "rmg", "sas", "set_num_threads", "store", "svcca", "synthetic", "__version__",
+    "retrieval", "rmg", "sas", "set_num_threads", "store", "study", "svcca", "synthetic", "__version__",
     "NeighbourhoodResult", "Neighbours", "cka_rbf", "cka_unbiased", "knn", "neighbourhood", "neighbourhood_scores",
     "procrustes",
 ]
 
 # Loaded on first use: importing them would load pyarrow, matplotlib, Dask, CuPy or torch
 # paths that most uses of fastsas never touch.
-_LAZY_PACKAGES = ("dask", "gap", "gpu", "io", "report", "store")
+_LAZY_PACKAGES = ("dask", "gap", "gpu", "io", "report", "store", "study")
 
 
 def __getattr__(name: str):

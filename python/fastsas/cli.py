@@ -431,6 +431,82 @@ def demo(
     _print_alignment(fs.Moments(dim).update(images, texts).alignment(topq), time.perf_counter() - start, as_json)
 
 
+@app.command()
+def study(
+    catalog: Path = typer.Argument(..., help="a TOML catalog, or a directory ROOT/<model>/<dataset>.* (the SAS "
+                                             "paper's data/ folder of <dataset>_test_features.pt files is one)"),
+    out: Path = typer.Option(Path("fastsas-study"), help="directory for study.html, study.json, study.md"),
+    format: str = typer.Option("html,json,md", "--format", help="comma-separated: html, json, md"),
+    metrics: Optional[str] = typer.Option(None, help="all (default), paper, or comma-separated metric names"),
+    skip_slow: Optional[bool] = typer.Option(None, "--skip-slow/--no-skip-slow",
+                                             help="leave out MMD and SVCCA, as the paper's --skip_slow"),
+    topq: Optional[float] = typer.Option(None, help="top fraction of anchor modes in SAS (default 0.1)"),
+    jackknife_blocks: Optional[int] = typer.Option(None, help="blocks of each cell's jackknife (default 20)"),
+    domain: List[str] = typer.Option([], "--domain", metavar="DATASET=LABEL",
+                                     help="a dataset's domain (repeatable; the paper's dataset names have theirs)"),
+    reference: List[str] = typer.Option([], "--reference", metavar="MODEL",
+                                        help="a reference model, kept out of pooled statistics (repeatable)"),
+    direction: Optional[str] = typer.Option(None, help="one-sided imbalance hypothesis, e.g. 'medical>natural'"),
+    compare: List[str] = typer.Option([], "--compare", metavar="A,B",
+                                      help="compare two models per dataset with a paired jackknife (repeatable)"),
+    seed: Optional[int] = typer.Option(None, help="seed of the bootstrap and permutations (default 0)"),
+    bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples of models (default 2000)"),
+    permutations: Optional[int] = typer.Option(None, help="Monte Carlo permutations (default 10000)"),
+    correction: Optional[str] = typer.Option(None, help="holm (default) or bh, across the metrics"),
+    cache: Optional[Path] = typer.Option(None, help="cell cache directory (default: .fastsas-study-cache beside "
+                                                   "the catalog)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="compute every cell, cache nothing"),
+    jobs: int = typer.Option(1, min=1, help="cells computed at once in this process"),
+    threads: Optional[int] = typer.Option(None, help="worker threads in all (default: all cores)"),
+    backend: str = typer.Option("auto", help="auto | cpu | cuda: where retrieval and MMD run"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                                            help="compute the cells on a Dask scheduler; needs fastsas[dist]"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="compute the cells on N local Dask worker processes"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Many models x many datasets: every cell's metrics with intervals and retrieval, the
+    SAS paper's four experiments with tests that respect the dependence of the cells, and
+    paired model comparisons; writes study.html / study.json / study.md."""
+    formats = _formats(format)
+    _check_backend(backend)
+    if scheduler is not None and workers is not None:
+        raise UserError("give --scheduler ADDRESS or --workers N, not both")
+    domains = {}
+    for item in domain:
+        name, sep, label = item.partition("=")
+        if not sep or not name.strip() or not label.strip():
+            raise UserError(f"--domain {item!r}: write DATASET=LABEL, e.g. --domain ROCO=medical")
+        domains[name.strip()] = label.strip()
+    pairs = None
+    if compare:
+        pairs = []
+        for item in compare:
+            names = _split_list(item, "--compare")
+            if len(names) != 2:
+                raise UserError(f"--compare {item!r}: name two models, e.g. --compare biomedclip,clip-large")
+            pairs.append(tuple(names))
+    start = time.perf_counter()
+    result = fs.study(catalog, topq=topq, jackknife_blocks=jackknife_blocks, metrics=metrics, skip_slow=skip_slow,
+                      direction=direction, compare=pairs, domains=domains or None, references=reference or None,
+                      seed=seed, bootstrap=bootstrap, permutations=permutations, correction=correction,
+                      cache=False if no_cache else cache, jobs=jobs, threads=threads, backend=backend,
+                      scheduler=scheduler, workers=workers, progress=None if quiet else Steps())
+    with Steps(not quiet).step("report"):
+        paths = result.write(out, formats=formats)
+    p = result.provenance
+    out_console.print(f"fastsas study: {len(result.cells)} cells ({p['computed']} computed, {p['cached']} cached, "
+                      f"{p['failed']} failed, {len(p['missing'])} missing) in {time.perf_counter() - start:.1f} s",
+                      highlight=False)
+    for failure in p["failures"]:
+        out_console.print(f"  failed: {failure['model']} / {failure['dataset']}: {failure['status']}", highlight=False,
+                          markup=False)
+    for line in fs.study.report.findings(result.to_dict()):
+        out_console.print(f"  - {line}", highlight=False, markup=False)
+    for kind, path in paths.items():
+        out_console.print(f"  {kind}: {path}")
+
+
 def _print_alignment(result: dict, seconds: float, as_json: bool) -> None:
     if as_json:
         print(dumps(result, indent=2))

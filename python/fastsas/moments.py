@@ -396,10 +396,12 @@ class Moments:
                 return False
         return True
 
-    def alignment(self, topq: float = 0.1) -> dict[str, float]:
+    def alignment(self, topq: float = 0.1, *, estimators: bool = True) -> dict[str, float]:
         """Every alignment metric of docs/definitions.md, as a dict of floats (plus n), with the
         estimators (ESTIMATOR_KEYS) after the covariance family; an estimator these moments
-        leave undefined (see :meth:`estimators`) is absent rather than NaN."""
+        leave undefined (see :meth:`estimators`) is absent rather than NaN. With
+        ``estimators=False`` only the covariance family (the estimators cost about as much
+        again at large d: a study's leave-one-out analyses leave them out on request)."""
         q = check_topq(topq)
         self._require_unit_rows("alignment()")
         a = self.analysis()
@@ -413,8 +415,9 @@ class Moments:
         }
         for key in ALIGNMENT_KEYS[4:]:
             out[key] = self._defined(key)
-        values, undefined = self._estimates_and_reasons()
-        out.update({key: value for key, value in values.items() if key not in undefined})
+        if estimators:
+            values, undefined = self._estimates_and_reasons()
+            out.update({key: value for key, value in values.items() if key not in undefined})
         out["n"] = int(self.n)
         out["topq"] = q
         return out

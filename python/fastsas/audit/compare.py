@@ -8,8 +8,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fastsas.audit.contrasts import t_test, holm
-from fastsas.audit.intervals import interval
+from fastsas.audit.contrasts import holm
+from fastsas.audit.intervals import paired_difference
 
 __all__ = ["COMPARED", "compare", "same_ids"]
 
@@ -126,11 +126,9 @@ def compare(results: Sequence[Any], names: Sequence[str], same_pairs: bool) -> d
             (a, ra), (b, rb) = _entry(ref, key), _entry(d, key)
             if a is None or b is None or ra is None or rb is None or len(ra) != len(rb):
                 continue
-            diff = b["value"] - a["value"]
-            ci = interval(diff, (np.asarray(rb) - np.asarray(ra)).tolist())
-            t, p = t_test(diff, ci["se"], len(ra) - 1)
-            row["metrics"][key] = {"difference": diff, "se": ci["se"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
-                                   "t": t, "df": len(ra) - 1, "p_value": p}
+            ci = paired_difference(b["value"], a["value"], rb, ra)  # block b left out of both
+            row["metrics"][key] = {"difference": ci["value"], **{k: ci[k] for k in ("se", "ci_low", "ci_high", "t",
+                                                                                     "df", "p_value")}}
         diffs.append(row)
     for key in COMPARED:
         having = [r["metrics"][key] for r in diffs if key in r["metrics"]]

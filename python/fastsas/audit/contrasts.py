@@ -4,12 +4,11 @@ recall. Every test is a delete-a-block jackknife over the same blocks on both si
 units of uncertainty), so rows of one unit never count as independent."""
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
-from fastsas.audit.intervals import RANGES, interval, jackknife, merge_all
+from fastsas.audit.intervals import RANGES, interval, jackknife, merge_all, t_test  # t_test: re-exported
 from fastsas.moments import Moments
 
 __all__ = ["CONTRAST_METRICS", "MAX_CONTRAST_GROUPS", "group_contrasts", "holm", "recall_interval", "t_test",
@@ -34,17 +33,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
     out = np.empty_like(p)
     out[order] = np.minimum(adjusted, 1.0)
     return out.tolist()
-
-
-def t_test(value: float, se: float, df: int) -> tuple[float, float]:
-    """(t, two-sided p) of `value` against 0 with standard error `se` and `df` degrees of
-    freedom (a zero standard error gives t = +-inf and p = 0, or p = 1 for a zero value)."""
-    from scipy import stats
-
-    if se > 0:
-        t = value / se
-        return t, float(2.0 * stats.t.sf(abs(t), df))
-    return (math.copysign(math.inf, value) if value else 0.0), (0.0 if value else 1.0)
 
 
 def recall_replicates(ranks: np.ndarray, blocks: np.ndarray, count: int, k: int) -> tuple[float, list[float]]:
