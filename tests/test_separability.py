@@ -232,3 +232,27 @@ def test_bad_input_is_refused():
         fs.separability(x, y, shrinkage=2.0, probe=False)
     with pytest.raises(ValueError, match="ks"):
         fs.separability(x, y, ks=(50,), probe=False)
+
+
+def test_cli_separability_writes_the_library_result(digits, tmp_path, capsys):
+    import json
+    from fastsas.cli import main
+    from fastsas.store import EmbeddingStore
+    x, y = digits
+    x, y = x[:600], y[:600]
+    site = np.where(np.arange(600) % 3 == 0, "A", "B")
+    EmbeddingStore.build(tmp_path / "store", x, x[:, ::-1].copy(), metadata={"digit": y.astype(np.int64), "site": site})
+    out = tmp_path / "out"
+    assert main(["separability", str(tmp_path / "store"), "--labels", "digit", "--modality", "both", "--group-by",
+                 "site", "--ks", "1,3", "--no-probe", "--out", str(out), "--quiet"]) == 0
+    assert "Fisher ratio" in capsys.readouterr().out
+    doc = json.loads((out / "separability.json").read_text())
+    x32 = x.astype(np.float32)  # the store keeps float32
+    expected = fs.separability(x32, y, ks=(1, 3), probe=False, groups=site)
+    got = doc["modalities"]["images"]
+    assert got["fisher_ratio"] == pytest.approx(expected["fisher_ratio"], rel=1e-12)
+    assert got["knn"]["3"]["accuracy"] == expected["knn"]["3"]["accuracy"]
+    assert got["groups"]["A"]["lda"]["accuracy"] == expected.groups["A"]["lda"]["accuracy"]
+    assert set(doc["modalities"]) == {"images", "texts"}
+    assert main(["separability", str(tmp_path / "store"), "--labels", "nope", "--quiet", "--out", str(out)]) == 2
+    assert "no such metadata column" in capsys.readouterr().err

@@ -8,10 +8,11 @@ import sys
 import types
 
 from fastsas.separability.measures import DEFAULT_SHRINKAGE, fisher_ratio, pairwise_separations
+from fastsas.separability.overlay import overlay_bias
 from fastsas.separability.run import SeparabilityResult, euclidean_silhouette, separability, separability_table
 from fastsas.separability.state import ClassMoments
 
-__all__ = ["DEFAULT_SHRINKAGE", "ClassMoments", "SeparabilityResult", "euclidean_silhouette", "fisher_ratio",
+__all__ = ["DEFAULT_SHRINKAGE", "ClassMoments", "SeparabilityResult", "euclidean_silhouette", "fisher_ratio", "overlay_bias",
            "pairwise_separations", "separability", "separability_table"]
 
 

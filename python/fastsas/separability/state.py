@@ -39,8 +39,9 @@ class ClassMoments:
     >>> from fastsas.separability import ClassMoments
     >>> rng = np.random.default_rng(0)
     >>> x, y = rng.normal(size=(100, 4)), rng.integers(0, 3, 100)
-    >>> a = ClassMoments(4, 3); a.update(x[:60], y[:60]); b = ClassMoments(4, 3, start=60); b.update(x[60:], y[60:])
-    >>> merged = a.merge(b); one = ClassMoments(4, 3); one.update(x, y)
+    >>> a = ClassMoments(4, 3).update(x[:60], y[:60])
+    >>> b = ClassMoments(4, 3, start=60).update(x[60:], y[60:])
+    >>> merged, one = a.merge(b), ClassMoments(4, 3).update(x, y)
     >>> bool(np.allclose(merged.class_means(), one.class_means()))
     True
     """
