@@ -256,3 +256,27 @@ def test_cli_separability_writes_the_library_result(digits, tmp_path, capsys):
     assert set(doc["modalities"]) == {"images", "texts"}
     assert main(["separability", str(tmp_path / "store"), "--labels", "nope", "--quiet", "--out", str(out)]) == 2
     assert "no such metadata column" in capsys.readouterr().err
+
+
+def test_report_section_with_views(tmp_path):
+    import json
+    from fastsas.report.separability import write_separability
+    x, y = _blobs(400, 10, 3, 1.0, 9)
+    r = fs.separability(x, y, ks=(1, 5), cv=3, view="tsne", view_rows=150)
+    assert r.view["method"] == "tsne" and r.view["coordinates"].shape == (150, 2)
+    # PCA from the moments equals NumPy's PCA of the rows (up to the sign of each axis)
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    ref = centred @ vt[:2].T
+    np.testing.assert_allclose(np.abs(r.pca), np.abs(ref), rtol=1e-5, atol=1e-5)
+    table = fs.separability.separability_table({"m": {"blobs": r}})
+    doc = {"labels": "finding", "modalities": {"images": r.to_dict(points=True)}, "table": table}
+    paths = write_separability(doc, tmp_path, "html,json,md")
+    page = paths["html"].read_text()
+    assert page.count('data-figure="separability-images"') == 1 and "Models x datasets" in page
+    assert "<script" not in page and 'src="http' not in page
+    data = json.loads(paths["json"].read_text())
+    assert data["modalities"]["images"]["fisher_ratio"] == pytest.approx(r["fisher_ratio"])
+    assert len(data["modalities"]["images"]["points"]["view"]["x"]) == 150
+    assert data["modalities"]["images"]["points"]["view"]["method"] == "tsne"
+    assert "| Fisher ratio" in paths["md"].read_text()

@@ -19,9 +19,9 @@ from rich.table import Table
 import fastsas as fs
 from fastsas._dispatch import resolve_backend
 from fastsas.io import NpyPairSource, fingerprint_arrays
-from fastsas.io.atomic import write_atomic
 from fastsas.io.strict_json import dumps
 from fastsas.report import parse_formats, write_compare, write_gap_sweep, write_report
+from fastsas.report.separability import write_separability
 from fastsas.store import open_source
 from fastsas.synthetic import demo_archive
 
@@ -351,7 +351,8 @@ def separability(
     view: str = typer.Option("none", help="2-D view of a stratified sample: none, auto (UMAP if installed, else "
                                           "t-SNE), umap or tsne (PCA of all rows is always computed)"),
     seed: int = typer.Option(0, help="seed of the probe folds, samples and views"),
-    out: Path = typer.Option(Path("fastsas-separability"), help="directory for separability.json"),
+    out: Path = typer.Option(Path("fastsas-separability"), help="directory for separability.json/.md/.html"),
+    formats: str = typer.Option("json", "--format", help="comma-separated report formats: html, json, md"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
@@ -366,6 +367,7 @@ def separability(
         k_values = [int(v) for v in _split_list(ks, "--ks")]
     except ValueError:
         raise UserError(f"--ks must be comma-separated integers, got {ks!r}") from None
+    fmts = _formats(formats)
     if not archive:
         raise UserError("give an archive (an embedding store, .npz or .parquet, or two .npy files)")
     source = _open(list(archive))
@@ -382,16 +384,13 @@ def separability(
                 options = {} if shrinkage is None else {"shrinkage": shrinkage}
                 results[name] = fs.separability(np.asarray(sets[name]), label_values, ks=k_values, probe=probe, cv=cv,
                                                 view=None if view == "none" else view, groups=group_values,
-                                                seed=seed, **options).to_dict()
+                                                seed=seed, **options).to_dict(points="html" in fmts)
             except ValueError as exc:
                 raise UserError(str(exc).replace("labels", "--labels", 1)) from None
     document = {"labels": labels, "group_by": group_by, "modalities": results}
-    text = dumps(document, indent=2)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "separability.json"
-    write_atomic(path, (text + "\n").encode())
+    paths = write_separability(document, out, fmts if "json" in fmts else ("json",) + fmts)
     if as_json:
-        print(text)
+        print(dumps(document, indent=2))
         return
     for name, r in results.items():
         line = (f"{name}: {r['rows']:,} rows, {len(r['classes'])} classes; Fisher ratio {r['fisher_ratio']:.4g}, "
@@ -402,7 +401,8 @@ def separability(
             p = r["probe"]["scores"]
             out_console.print(f"  probe: accuracy {p['accuracy']:.4f}, balanced {p['balanced_accuracy']:.4f}, "
                               f"AUROC {p['auroc']:.4f}", highlight=False)
-    out_console.print(f"  json: {path}")
+    for fmt, path in paths.items():
+        out_console.print(f"  {fmt}: {path}")
 
 
 _EMBED_EPILOG = ("Model families (recognised from the directory's files): clip, siglip, siglip2, align, "

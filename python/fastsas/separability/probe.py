@@ -14,17 +14,20 @@ __all__ = ["probe_scores", "fit_linear_probe", "stratified_sample"]
 
 
 def stratified_sample(codes: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Sorted row indices of a seeded sample of at most `size` rows, each class keeping its
-    share (rounded down, at least min(count, 2) rows); all rows when n <= size."""
+    """Sorted row indices of a seeded sample of `size` rows (all rows when n <= size) in
+    which each class keeps its share: floor(size n_c / n) rows, the rows left over going to
+    the largest remainders (ties: smaller class code), and at least min(n_c, 2) per class."""
     n = codes.shape[0]
     if n <= size:
         return np.arange(n)
     rng = np.random.default_rng(seed)
-    picked = []
-    for c in np.unique(codes):
-        members = np.flatnonzero(codes == c)
-        take = min(members.size, max(2, int(size * members.size // n)))
-        picked.append(rng.choice(members, size=take, replace=False))
+    classes, counts = np.unique(codes, return_counts=True)
+    exact = size * counts / n
+    take = np.floor(exact).astype(np.int64)
+    order = np.lexsort((classes, -(exact - take)))
+    take[order[: size - int(take.sum())]] += 1
+    take = np.minimum(counts, np.maximum(take, np.minimum(counts, 2)))
+    picked = [rng.choice(np.flatnonzero(codes == c), size=int(t), replace=False) for c, t in zip(classes, take)]
     return np.sort(np.concatenate(picked))
 
 

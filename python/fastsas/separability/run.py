@@ -68,11 +68,22 @@ class SeparabilityResult:
     def __getitem__(self, key: str) -> Any:
         return self.summary[key]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The summary, with the subgroups' summaries and the 2-D view's method and rows."""
+    def to_dict(self, points: bool = False, max_points: int = 5000) -> dict[str, Any]:
+        """The summary, with the subgroups' summaries and the 2-D view's method and rows;
+        with `points`, the coordinates the report draws: PCA of a seeded stratified sample
+        of at most `max_points` rows, and the view's sample."""
         out = dict(self.summary)
         if self.view is not None:
             out["view"] = {k: v for k, v in self.view.items() if k not in ("coordinates", "rows")}
+        if points:
+            drawn = stratified_sample(self.codes, max_points, int(self.summary["seed"]))
+            out["points"] = {"pca": {"x": self.pca[drawn, 0].tolist(), "y": self.pca[drawn, 1].tolist(),
+                                     "class": self.codes[drawn].tolist(), "drawn": int(drawn.size)}}
+            if self.view is not None:
+                coords = np.asarray(self.view["coordinates"])
+                out["points"]["view"] = {"x": coords[:, 0].tolist(), "y": coords[:, 1].tolist(),
+                                         "class": self.codes[self.view["rows"]].tolist(),
+                                         "method": self.view["method"]}
         if self.groups:
             out["groups"] = {k: g.to_dict() for k, g in self.groups.items()}
         return out
