@@ -84,11 +84,17 @@ class ClassMoments:
         block = (self.next_row + np.arange(m)) % self.blocks
         group = block * self.n_classes + codes.astype(np.int64)
         groups = self.blocks * self.n_classes
-        one_hot = np.zeros((groups, m))
-        one_hot[group, np.arange(m)] = 1.0
+        # Per-(block, class) sums as segment sums of the rows sorted by group: O(m d), where
+        # a one-hot product would cost O(m d B C).
+        order = np.argsort(group, kind="stable")
+        sorted_groups = group[order]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_groups)) + 1))
+        present = sorted_groups[starts]
+        flat_sums = self.sums.reshape(groups, self.dim)
+        flat_units = self.unit_sums.reshape(groups, self.dim)
+        flat_sums[present] += np.add.reduceat(centred[order], starts, axis=0)
+        flat_units[present] += np.add.reduceat(units[order], starts, axis=0)
         self.counts += np.bincount(group, minlength=groups).reshape(self.blocks, self.n_classes)
-        self.sums += (one_hot @ centred).reshape(self.blocks, self.n_classes, self.dim)
-        self.unit_sums += (one_hot @ units).reshape(self.blocks, self.n_classes, self.dim)
         self.square_norms += np.bincount(group, weights=np.einsum("ij,ij->i", centred, centred),
                                          minlength=groups).reshape(self.blocks, self.n_classes)
         for b in range(self.blocks):
