@@ -79,7 +79,7 @@ class ClassMoments:
         if self.shift is None:
             self.shift = x64.mean(axis=0)
         centred = x64 - self.shift
-        norms = np.linalg.norm(x64, axis=1)
+        norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
         units = x64 / np.where(norms > 0, norms, 1.0)[:, None]
         block = (self.next_row + np.arange(m)) % self.blocks
         group = block * self.n_classes + codes.astype(np.int64)
@@ -92,8 +92,11 @@ class ClassMoments:
         present = sorted_groups[starts]
         flat_sums = self.sums.reshape(groups, self.dim)
         flat_units = self.unit_sums.reshape(groups, self.dim)
-        flat_sums[present] += np.add.reduceat(centred[order], starts, axis=0)
-        flat_units[present] += np.add.reduceat(units[order], starts, axis=0)
+        ends = np.concatenate((starts[1:], [m]))
+        sorted_centred, sorted_units = centred[order], units[order]
+        for g, a, b in zip(present.tolist(), starts.tolist(), ends.tolist()):
+            flat_sums[g] += sorted_centred[a:b].sum(axis=0)
+            flat_units[g] += sorted_units[a:b].sum(axis=0)
         self.counts += np.bincount(group, minlength=groups).reshape(self.blocks, self.n_classes)
         self.square_norms += np.bincount(group, weights=np.einsum("ij,ij->i", centred, centred),
                                          minlength=groups).reshape(self.blocks, self.n_classes)
