@@ -280,3 +280,27 @@ def test_report_section_with_views(tmp_path):
     assert len(data["modalities"]["images"]["points"]["view"]["x"]) == 150
     assert data["modalities"]["images"]["points"]["view"]["method"] == "tsne"
     assert "| Fisher ratio" in paths["md"].read_text()
+
+
+def test_pairwise_separations_equal_numpy():
+    x, y = _blobs(500, 6, 4, 0.7, 13)
+    x = x + 20.0
+    alpha = 0.05
+    r = fs.separability(x, y, shrinkage=alpha, ks=(1,), probe=False, euclidean=False)
+    n, d = x.shape
+    means = np.stack([x[y == c].mean(axis=0) for c in range(4)])
+    sw = sum((x[y == c] - means[c]).T @ (x[y == c] - means[c]) for c in range(4)) / n
+    reg = (1 - alpha) * sw + alpha * np.trace(sw) / d * np.eye(d)
+    pw = r["pairwise"]
+    for a in range(4):
+        spread = np.sqrt(np.mean(((x[y == a] - means[a]) ** 2).sum(axis=1)))
+        assert pw["spread"][a] == pytest.approx(spread, rel=1e-9)
+        for b in range(4):
+            diff = means[a] - means[b]
+            assert pw["mahalanobis_squared"][a][b] == pytest.approx(diff @ np.linalg.solve(reg, diff), rel=1e-9, abs=1e-9)
+            assert pw["euclidean"][a][b] == pytest.approx(np.linalg.norm(diff), rel=1e-9, abs=1e-9)
+            cos = means[a] @ means[b] / np.linalg.norm(means[a]) / np.linalg.norm(means[b])
+            assert pw["cosine"][a][b] == pytest.approx(1 - cos, abs=1e-9)
+        others = [b for b in range(4) if b != a]
+        nearest = others[int(np.argmin([pw["mahalanobis_squared"][a][b] for b in others]))]
+        assert pw["nearest_class"][a] == nearest
