@@ -60,6 +60,10 @@ for dtype in (np.float32, np.float64):
         r = fs.neighbourhood(dup, y[:900], 7, threads=threads, tile=tile, return_neighbours=True)
         fs.neighbourhood_scores(r.image_neighbours, r.text_neighbours, topk=3)
     fs.knn(x[:50], 49, tile=1)
+    # Separability: the per-class Euclidean distance sums on odd tiles and threads.
+    classes = (np.arange(333) % 4).astype(np.int32)
+    for threads, tile in ((1, 0), (2, 7)):
+        fs._core.class_distance_sums(x[:333], classes, 4, tile=tile, threads=threads)
     fs.cka_rbf(x[:333], y[:333], sigma=(0.7, 3.0), threads=2, tile=64, return_terms=True)
     fs.procrustes(x, y, "angular_whitened")
 # Extreme magnitudes (rescaled blocks and analysis), rank-deficient SVCCA, every MMD tier.

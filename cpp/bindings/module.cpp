@@ -103,6 +103,7 @@ fastsas::SpectralProfile profile_from(const Eigen::VectorXd& eigenvalues, const 
 
 void register_pairwise(pybind11::module_& m);
 void register_neighbourhood(pybind11::module_& m);
+void register_separability(pybind11::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastsas C++ core: streaming moments, spectral alignment and covariance-family metrics";
@@ -223,4 +224,5 @@ PYBIND11_MODULE(_core, m) {
 
   register_pairwise(m);
   register_neighbourhood(m);
+  register_separability(m);
 }

@@ -5,7 +5,8 @@ the streaming :class:`Moments` and :func:`audit` are loaded with the package. Th
 packages are loaded on first use, as attributes: ``fs.gap`` (modality-gap control),
 ``fs.io`` (readers, atomic writes), ``fs.store`` (the embedding store), ``fs.report``
 (HTML/JSON/Markdown reports), ``fs.dask`` (the cluster path; the ``dist`` extra),
-``fs.gpu`` (the CUDA backend; the ``gpu`` extra), ``fs.embed`` (embedding with local models;
+``fs.gpu`` (the CUDA backend; the ``gpu`` extra), ``fs.separability`` (class separability;
+callable: ``fs.separability(x, labels)``), ``fs.embed`` (embedding with local models;
 the ``embed`` extra), ``fs.study`` (many models x many datasets; callable:
 ``fs.study(catalog)``). Definitions of every number: docs/definitions.md, version
 :data:`DEFINITIONS_VERSION`.
@@ -38,17 +39,19 @@ __all__ = [
     "alignment", "audit", "cka", "coral", "dask", "delta_cos", "embed", "gap", "gpu", "io", "mmd", "report",
     "retrieval", "rmg", "sas", "set_num_threads", "store", "study", "svcca", "synthetic", "__version__",
     "NeighbourhoodResult", "Neighbours", "cka_rbf", "cka_unbiased", "knn", "neighbourhood", "neighbourhood_scores",
-    "procrustes",
+    "procrustes", "separability", "overlay_bias",
 ]
 
 # Loaded on first use: importing them would load pyarrow, matplotlib, Dask, CuPy or torch
 # paths that most uses of fastsas never touch.
-_LAZY_PACKAGES = ("dask", "gap", "gpu", "io", "report", "store", "study")
+_LAZY_PACKAGES = ("dask", "gap", "gpu", "io", "report", "separability", "store", "study")
 
 
 def __getattr__(name: str):
     if name in _LAZY_PACKAGES:
         return importlib.import_module(f"fastsas.{name}")  # the import also sets it as an attribute
+    if name == "overlay_bias":
+        return importlib.import_module("fastsas.separability").overlay_bias
     if name == "embed":
         # fs.embed needs torch and transformers (the embed extra). The package is
         # fastsas.embedding, so importing it never shadows this function with a module.

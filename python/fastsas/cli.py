@@ -28,6 +28,7 @@ from fastsas.io.strict_json import dumps
 from fastsas.report import parse_formats, write_compare, write_gap_sweep, write_report
 from fastsas.report.compare import LABELS, compare_findings
 from fastsas.report.findings import findings
+from fastsas.report.separability import write_separability
 from fastsas.store import open_source
 from fastsas.synthetic import demo_archive
 
@@ -518,6 +519,75 @@ def _print_alignment(result: dict, seconds: float, as_json: bool) -> None:
             print(f"  {key:<{width}}  {value: .6f}")
 
 
+@app.command()
+def separability(
+    archive: List[Path] = typer.Argument(None, help="embedding store, .npz, .parquet, or two .npy files"),
+    labels: str = typer.Option(..., help="metadata column of class labels (finding, lesion type, modality, ...)"),
+    modality: str = typer.Option("images", help="images, texts or both"),
+    group_by: Optional[str] = typer.Option(None, help="metadata column of subgroups (Modality, site, "
+                                                      "BurnedInAnnotation, ...): every measure per group"),
+    ks: str = typer.Option("1,5,10", help="comma-separated k of the leave-one-out k-NN classifiers"),
+    shrinkage: Optional[float] = typer.Option(None, help="alpha of the regularised within-class covariance, in "
+                                                         "[0, 1] (default: the library's DEFAULT_SHRINKAGE)"),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="the logistic-regression probe"),
+    cv: int = typer.Option(5, help="stratified folds of the probe"),
+    view: str = typer.Option("none", help="2-D view of a stratified sample: none, auto (UMAP if installed, else "
+                                          "t-SNE), umap or tsne (PCA of all rows is always computed)"),
+    seed: int = typer.Option(0, help="seed of the probe folds, samples and views"),
+    out: Path = typer.Option(Path("fastsas-separability"), help="directory for separability.json/.md/.html"),
+    formats: str = typer.Option("json", "--format", help="comma-separated report formats: html, json, md"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Class separability of one modality's embeddings: Fisher ratio, pairwise class
+    separations, held-out LDA, cosine and Euclidean silhouettes, leave-one-out k-NN and a
+    linear probe (docs/definitions.md, "Class separability")."""
+    if modality not in ("images", "texts", "both"):
+        raise UserError(f"--modality must be images, texts or both, got {modality!r}")
+    if view not in ("none", "auto", "umap", "tsne"):
+        raise UserError(f"--view must be none, auto, umap or tsne, got {view!r}")
+    try:
+        k_values = [int(v) for v in _split_list(ks, "--ks")]
+    except ValueError:
+        raise UserError(f"--ks must be comma-separated integers, got {ks!r}") from None
+    fmts = _formats(formats)
+    if not archive:
+        raise UserError("give an archive (an embedding store, .npz or .parquet, or two .npy files)")
+    source = _open(list(archive))
+    meta = source.metadata()
+    label_values = _column(meta, labels, "--labels")
+    group_values = _column(meta, group_by, "--group-by")
+    x, y = source.arrays()
+    sets = {"images": x, "texts": y}
+    wanted = ["images", "texts"] if modality == "both" else [modality]
+    results = {}
+    for name in wanted:
+        with Steps(not quiet and not as_json).step(f"separability of the {name}"):
+            try:
+                options = {} if shrinkage is None else {"shrinkage": shrinkage}
+                results[name] = fs.separability(np.asarray(sets[name]), label_values, ks=k_values, probe=probe, cv=cv,
+                                                view=None if view == "none" else view, groups=group_values,
+                                                seed=seed, **options).to_dict(points="html" in fmts)
+            except ValueError as exc:
+                raise UserError(str(exc).replace("labels", "--labels", 1)) from None
+    document = {"labels": labels, "group_by": group_by, "modalities": results}
+    paths = write_separability(document, out, fmts if "json" in fmts else ("json",) + fmts)
+    if as_json:
+        print(dumps(document, indent=2))
+        return
+    for name, r in results.items():
+        line = (f"{name}: {r['rows']:,} rows, {len(r['classes'])} classes; Fisher ratio {r['fisher_ratio']:.4g}, "
+                f"LDA accuracy {r['lda']['accuracy']:.4f}, silhouette (cosine) {r['silhouette']['cosine']:.4f}")
+        knn = ", ".join(f"k={k}: {v['accuracy']:.4f}" for k, v in r["knn"].items())
+        out_console.print(line + f"; k-NN {knn}", highlight=False)
+        if "probe" in r:
+            p = r["probe"]["scores"]
+            out_console.print(f"  probe: accuracy {p['accuracy']:.4f}, balanced {p['balanced_accuracy']:.4f}, "
+                              f"AUROC {p['auroc']:.4f}", highlight=False)
+    for fmt, path in paths.items():
+        out_console.print(f"  {fmt}: {path}")
+
+
 _EMBED_EPILOG = ("Model families (recognised from the directory's files): clip, siglip, siglip2, align, "
                  "chinese_clip, any transformers dual encoder, open_clip checkpoints (BiomedCLIP; the openclip "
                  "extra). Nothing is downloaded and no code from the model directory is run.")
@@ -545,6 +615,9 @@ def embed(
     workers: Optional[int] = typer.Option(None, help="decoding worker processes (default min(4, cores - 1))"),
     chunk_rows: int = typer.Option(4096, help="rows per store chunk (the unit of commit and resumption)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="start an existing store again instead of resuming"),
+    overlay: Optional[List[str]] = typer.Option(None, help="text rendered onto every image before the model sees "
+                                                           "it (TEXT, or TEXT@x,y,size as fractions of the image); "
+                                                           "repeatable"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Embed an archive of images and texts with a local model into an embedding store
@@ -557,7 +630,7 @@ def embed(
         result = run_embed(model, images, texts, out, id_column=id_column, text_column=text_column,
                            image_id=image_id, frames=frames, dicom_tags=tags, device=device, precision=precision,
                            batch_size=batch_size, workers=workers, chunk_rows=chunk_rows, overwrite=overwrite,
-                           progress=Steps(not quiet))
+                           progress=Steps(not quiet), overlay=list(overlay) if overlay else None)
     except (FileExistsError,) + USER_ERRORS as exc:
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         raise UserError(embed_flags(message)) from None
@@ -574,7 +647,7 @@ EMBED_FLAGS = {"model_dir": "--model", "model": "--model", "images": "--images",
                "id_column": "--id-column", "text_column": "--text-column", "image_id": "--image-id",
                "frames": "--frames", "dicom_tags": "--dicom-tags", "device": "--device", "precision": "--precision",
                "batch_size": "--batch-size", "workers": "--workers", "chunk_rows": "--chunk-rows",
-               "overwrite": "--overwrite"}
+               "overwrite": "--overwrite", "overlay": "--overlay"}
 _NAMES = "|".join(sorted(EMBED_FLAGS, key=len, reverse=True))
 
 

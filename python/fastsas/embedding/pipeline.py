@@ -38,6 +38,7 @@ from fastsas._validate import check_int
 from fastsas.embedding.dicom import DEFAULT_TAGS, NoPixelDataError, read_dicom
 from fastsas.embedding.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, image_kind, read_image
 from fastsas.embedding.models import Encoder, load_model
+from fastsas.embedding.overlay import Overlay, parse_overlays, render_overlays
 from fastsas.embedding.texts import ID_COLUMNS, pick_column, read_table, read_texts
 from fastsas.io.atomic import write_atomic
 from fastsas.store import MANIFEST, EmbeddingStore
@@ -262,8 +263,9 @@ class ImageDataset:
     fails is returned as its error (the main process logs it) rather than raised."""
 
     def __init__(self, items: Sequence[ImageItem], preprocess: Callable, frames: str, tags: Sequence[str],
-                 image_id: str):
+                 image_id: str, overlays: Sequence[Overlay] = ()):
         self.items, self.preprocess, self.frames = list(items), preprocess, frames
+        self.overlays = tuple(overlays)
         self.tags = tuple(tags)
         self.header_key = image_id[6:] if image_id.startswith("dicom:") else None
 
@@ -287,6 +289,7 @@ class ImageDataset:
         item = self.items[i]
         try:
             frames, tags, ident = self.decode(item)
+            frames = [render_overlays(f, self.overlays) for f in frames]
             inputs = self.preprocess(frames)
         except Exception as exc:  # noqa: BLE001 - any failure of one file is logged, never fatal
             return {"index": i, "error": _reason(exc), "id": item.id or ""}
@@ -308,9 +311,18 @@ def _loader(dataset: ImageDataset, files_per_batch: int, workers: int):
 
 
 # -- the store: options, resumption -------------------------------------------------------------------
-def _job_options(encoder, id_column: str, image_id: str, frames: str, tags: Sequence[str]) -> dict:
-    return {"model": encoder.describe(), "model_fingerprint": encoder.fingerprint, "dim": encoder.dim,
-            "id_column": id_column, "image_id": image_id, "frames": frames, "dicom_tags": list(tags)}
+def _job_options(encoder, id_column: str, image_id: str, frames: str, tags: Sequence[str],
+                 overlays: Sequence[Overlay] = ()) -> dict:
+    options = {"model": encoder.describe(), "model_fingerprint": encoder.fingerprint, "dim": encoder.dim,
+               "id_column": id_column, "image_id": image_id, "frames": frames, "dicom_tags": list(tags)}
+    if overlays:
+        # The overlaid strings and their embedding by the model's text tower (what
+        # fs.overlay_bias measures the pull toward).
+        options["overlay"] = [o.to_dict() for o in overlays]
+        joined = " ".join(o.text for o in overlays if o.text)
+        options["overlay_text_embedding"] = (encoder.encode_texts([joined])[0].astype(float).tolist()
+                                             if joined else None)
+    return options
 
 
 def _notes(options: dict) -> str:
@@ -324,12 +336,21 @@ def _stored_options(store) -> dict | None:
         return None
 
 
+def overlay_record(store) -> tuple[list[dict], np.ndarray | None]:
+    """(the overlays a store's images were embedded with, the text embedding of their joined
+    strings or None): what ``embed(..., overlay=...)`` kept in the store's job options;
+    ([], None) for a store embedded without overlays or not written by :func:`embed`."""
+    options = _stored_options(store) or {}
+    vector = options.get("overlay_text_embedding")
+    return list(options.get("overlay", [])), None if vector is None else np.asarray(vector, dtype=np.float64)
+
+
 def _check_same_job(store, options: dict) -> None:
     stored = _stored_options(store)
     if stored is None:
         raise ValueError(f"out: {store.path} is an embedding store that fastsas embed did not write; choose "
                          "another out directory")
-    differ = [k for k in ("model_fingerprint", "dim", "id_column", "image_id", "frames", "dicom_tags")
+    differ = [k for k in ("model_fingerprint", "dim", "id_column", "image_id", "frames", "dicom_tags", "overlay")
               if stored.get(k) != options.get(k)]
     if differ:
         detail = ", ".join(f"{k}: {stored.get(k)!r} there, {options.get(k)!r} now" for k in differ)
@@ -499,7 +520,8 @@ def embed(model: Any, images: str | os.PathLike, texts: str | os.PathLike, out: 
           id_column: str | None = None, text_column: str | None = None, image_id: str = "stem",
           frames: str = "first", dicom_tags: Sequence[str] = DEFAULT_TAGS, device: str = "auto",
           precision: str = "auto", batch_size: int = 32, workers: int | None = None, chunk_rows: int = 4096,
-          resume: bool = True, overwrite: bool = False, progress: Callable | None = None) -> EmbedResult:
+          resume: bool = True, overwrite: bool = False, progress: Callable | None = None,
+          overlay: Any = None) -> EmbedResult:
     """Embed an archive of images and texts with a local model into an
     :class:`~fastsas.store.EmbeddingStore`, resumably (see the module docstring).
 
@@ -543,6 +565,11 @@ def embed(model: Any, images: str | os.PathLike, texts: str | os.PathLike, out: 
         Start an existing store again.
     progress : callable or None
         A ``progress(iterable, description, total)`` hook (the CLI's bars).
+    overlay : str, Overlay, dict or sequence of them, optional
+        Text rendered onto every image (Pillow) before the model sees it
+        (:func:`fastsas.embedding.overlay.parse_overlays`; ``"TEXT@x,y,size"`` gives a
+        position and size as fractions of the image). The strings and their text
+        embedding are kept in the store's job options for :func:`fastsas.overlay_bias`.
 
     Returns
     -------
@@ -578,14 +605,15 @@ def embed(model: Any, images: str | os.PathLike, texts: str | os.PathLike, out: 
         if not str(t).isidentifier():
             raise ValueError(f"dicom_tags: {t!r} is not a DICOM keyword such as Modality")
     encoder = _load_encoder(model, device, precision)
-    options = _job_options(encoder, id_name, image_id, frames, tags)
+    overlays = parse_overlays(overlay)
+    options = _job_options(encoder, id_name, image_id, frames, tags, overlays)
     out = Path(out).expanduser()
     store, resumed = _open_store(out, options, tags, chunk_rows, overwrite, resume)
     done, last_done = _done_rows(store)
     todo = _todo(items, done, last_done, frames)
     text_embeddings = TextEmbeddings(encoder, text_map, batch_size)
     run = _Run(store, encoder, text_embeddings, todo, done, id_name, tags, batch_size)
-    dataset = ImageDataset(todo, encoder.preprocess, frames, tags, image_id)
+    dataset = ImageDataset(todo, encoder.preprocess, frames, tags, image_id, overlays)
     batches = _loader(dataset, batch_size, workers) if todo else []
     if progress is not None and todo:
         batches = progress(batches, f"embedding {len(todo):,} files", -(-len(todo) // batch_size))

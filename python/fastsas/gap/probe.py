@@ -10,7 +10,7 @@ import numpy as np
 from fastsas._badrows import SHOWN
 from fastsas._labels import encode_labels
 
-__all__ = ["PROBE_MAX_ITER", "check_labels", "fit_probe"]
+__all__ = ["PROBE_MAX_ITER", "check_labels", "fit_probe", "fold_probabilities"]
 
 # The probe's solver budget: lbfgs on unit-norm features converges in far fewer.
 PROBE_MAX_ITER = 5000
@@ -36,31 +36,40 @@ def check_labels(labels: Any, n: int, cv: int) -> tuple[np.ndarray, list[Any]]:
     return codes.astype(np.int64), classes
 
 
-def fit_probe(features: np.ndarray, codes: np.ndarray, n_classes: int, cv: int, seed: int,
-              on_fold: Any = None) -> dict[str, Any]:
-    """Cross-validated logistic-regression probe: mean accuracy and macro one-vs-rest AUROC
-    (`on_fold()` is called after each fold)."""
+def fold_probabilities(features: np.ndarray, codes: np.ndarray, cv: int,
+                       seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """The probe's folds: per stratified fold (shuffled with `seed`), (test rows, class
+    probabilities of those rows, the classes of the columns, solver iterations)."""
     try:
         from sklearn.linear_model import LogisticRegression
-        from sklearn.metrics import roc_auc_score
         from sklearn.model_selection import StratifiedKFold
     except ImportError:  # pragma: no cover - scikit-learn is a dependency
         raise ImportError("the linear probe needs scikit-learn: pip install scikit-learn") from None
-    accuracy, auroc, iterations = [], [], []
+    out = []
     folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
     for train, test in folds.split(np.zeros((codes.shape[0], 1)), codes):
         clf = LogisticRegression(max_iter=PROBE_MAX_ITER)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence is reported in the result instead
             clf.fit(features[train], codes[train])
-        proba = clf.predict_proba(features[test])
-        accuracy.append(float(np.mean(clf.classes_[np.argmax(proba, axis=1)] == codes[test])))
+        out.append((test, clf.predict_proba(features[test]), clf.classes_, int(np.max(clf.n_iter_))))
+    return out
+
+
+def fit_probe(features: np.ndarray, codes: np.ndarray, n_classes: int, cv: int, seed: int,
+              on_fold: Any = None) -> dict[str, Any]:
+    """Cross-validated logistic-regression probe: mean accuracy and macro one-vs-rest AUROC
+    (`on_fold()` is called after each fold)."""
+    from sklearn.metrics import roc_auc_score
+    accuracy, auroc, iterations = [], [], []
+    for test, proba, classes, n_iter in fold_probabilities(features, codes, cv, seed):
+        accuracy.append(float(np.mean(classes[np.argmax(proba, axis=1)] == codes[test])))
         if n_classes == 2:
             auroc.append(float(roc_auc_score(codes[test], proba[:, 1])))
         else:
             auroc.append(float(roc_auc_score(codes[test], proba, multi_class="ovr", average="macro",
-                                             labels=clf.classes_)))
-        iterations.append(int(np.max(clf.n_iter_)))
+                                             labels=classes)))
+        iterations.append(n_iter)
         if on_fold is not None:
             on_fold()
     return {

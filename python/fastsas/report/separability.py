@@ -1,0 +1,170 @@
+"""The separability section: ``separability.json`` (strict JSON), ``separability.md`` and a
+self-contained ``separability.html`` with the 2-D views (PCA of all rows, UMAP/t-SNE of a
+sample), written from the dicts of ``fs.separability(...).to_dict(points=True)`` per
+modality and, optionally, the models x datasets table of ``separability_table``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from fastsas.io.atomic import write_atomic
+from fastsas.io.strict_json import dumps
+from fastsas.report.figures import Figures, figure_label
+from fastsas.report.page import _CSP, _CSS, _figure_html, _table, escape
+from fastsas.report.text import format_value
+from fastsas.report.writer import parse_formats
+
+__all__ = ["separability_figure", "separability_markdown", "separability_html", "write_separability"]
+
+# Classes drawn in their own colour in a scatter (the rest in grey).
+MAX_CLASSES_COLOURED = 10
+
+
+def _headline(r: Mapping) -> list[tuple[str, Any, Any]]:
+    """(measure, value, 95% interval or None) rows of one result."""
+    rows = [("Fisher ratio trace(S_w^-1 S_b)", r["fisher_ratio"], None),
+            (f"LDA accuracy ({r['lda']['blocks']} held-out blocks)", r["lda"]["accuracy"], r["lda"]["interval"]),
+            ("LDA balanced accuracy", r["lda"]["balanced_accuracy"], None),
+            ("silhouette (cosine)", r["silhouette"]["cosine"], r["silhouette"]["cosine_interval"])]
+    if "euclidean" in r["silhouette"]:
+        rows.append((f"silhouette (Euclidean, {r['silhouette']['euclidean_rows']} rows)", r["silhouette"]["euclidean"],
+                     r["silhouette"]["euclidean_interval"]))
+    for k, v in r["knn"].items():
+        rows.append((f"{k}-NN accuracy (leave-one-out)", v["accuracy"], v["interval"]))
+    if "probe" in r:
+        p = r["probe"]
+        for key in ("accuracy", "balanced_accuracy", "auroc"):
+            rows.append((f"probe {key.replace('_', ' ')} ({p['cv']}-fold)", p["scores"][key], p["intervals"][key]))
+    return rows
+
+
+def _interval(iv: Any) -> str:
+    return "" if not iv else f"{format_value(iv[0])} to {format_value(iv[1])}"
+
+
+def separability_figure(F: Figures, r: Mapping, title: str) -> Any | None:
+    """PCA (and the sample's UMAP/t-SNE) scatter of one result's points, coloured by class."""
+    points = r.get("points")
+    if not points:
+        return None
+    panels = [("pca", f"PCA of all rows ({points['pca']['drawn']} drawn)")]
+    if "view" in points:
+        panels.append(("view", f"{points['view']['method'].upper()} of {len(points['view']['x'])} sampled rows"))
+    fig, axes = F.new(420, 1, len(panels))
+    classes = r["classes"]
+    for ax, (key, label) in zip(axes[0], panels):
+        p = points[key]
+        codes = p["class"]
+        for c, name in enumerate(classes):
+            xs = [x for x, k in zip(p["x"], codes) if k == c]
+            ys = [y for y, k in zip(p["y"], codes) if k == c]
+            colour = F.colors[c % len(F.colors)] if c < MAX_CLASSES_COLOURED else "#b0b0b0"
+            ax.scatter(xs, ys, s=6, alpha=0.6, color=colour,
+                       label=figure_label(name) if c < MAX_CLASSES_COLOURED else None)
+        ax.set_title(f"{figure_label(title)}: {label}")
+        ax.legend(markerscale=2, loc="best")
+    return fig
+
+
+def separability_markdown(doc: Mapping) -> str:
+    lines = [f"# fastsas separability ({doc.get('labels', 'labels')})", ""]
+    for name, r in doc["modalities"].items():
+        lines += [f"## {name}: {r['rows']:,} rows, {len(r['classes'])} classes", "",
+                  "| measure | value | 95% interval |", "|---|---|---|"]
+        lines += [f"| {m} | {format_value(v)} | {_interval(iv)} |" for m, v, iv in _headline(r)]
+        lines.append("")
+        for g, gr in r.get("groups", {}).items():
+            lines.append(f"- group {g}: Fisher {format_value(gr['fisher_ratio'])}, LDA {format_value(gr['lda']['accuracy'])}, "
+                         f"silhouette (cosine) {format_value(gr['silhouette']['cosine'])}")
+        lines.append("")
+    if doc.get("table"):
+        lines += ["## Models x datasets", "", "| model | dataset | Fisher | LDA | k-NN | silhouette (cosine) |",
+                  "|---|---|---|---|---|---|"]
+        for t in doc["table"]:
+            lines.append(f"| {t['model']} | {t['dataset']} | {format_value(t['fisher_ratio'])} | "
+                         f"{format_value(t['lda_accuracy'])} ({_interval(t['lda_interval'])}) | "
+                         f"{format_value(t.get('knn_accuracy'))} ({_interval(t.get('knn_interval'))}) | "
+                         f"{format_value(t['silhouette_cosine'])} ({_interval(t['silhouette_cosine_interval'])}) |")
+    return "\n".join(lines) + "\n"
+
+
+def separability_html(doc: Mapping) -> str:
+    F = Figures()
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+             f"<title>fastsas separability</title><style>{_CSS}</style></head><body><main>",
+             f"<h1>Class separability of {escape(doc.get('labels', 'labels'))}</h1>",
+             '<p class="meta">Definitions: docs/definitions.md, "Class separability". Intervals: 95%; over rows '
+             "(normal approximation) for LDA, k-NN and silhouettes, a bootstrap over rows for the probe.</p>"]
+    with F.style():
+        for name, r in doc["modalities"].items():
+            parts.append(f"<h2>{escape(name)}: {r['rows']:,} rows, {len(r['classes'])} classes</h2>")
+            parts.append(_table(["measure", "value", "95% interval"],
+                                [(m, format_value(v), _interval(iv)) for m, v, iv in _headline(r)]))
+            pw = r["pairwise"]
+            parts.append(_table(["class", "rows", "spread", "nearest class", "Mahalanobis^2 to it"],
+                                [(c, r["class_counts"][i], format_value(pw["spread"][i]),
+                                  r["classes"][pw["nearest_class"][i]] if pw["nearest_class"][i] >= 0 else "",
+                                  format_value(pw["nearest_mahalanobis_squared"][i]))
+                                 for i, c in enumerate(r["classes"])], caption="Per class"))
+            if r.get("groups"):
+                parts.append(_table(["group", "rows", "Fisher", "LDA", "silhouette (cosine)"],
+                                    [(g, gr["rows"], format_value(gr["fisher_ratio"]),
+                                      format_value(gr["lda"]["accuracy"]), format_value(gr["silhouette"]["cosine"]))
+                                     for g, gr in r["groups"].items()], caption="Per subgroup"))
+            fig = separability_figure(F, r, name)
+            if fig is not None:
+                parts.append(_figure_html(F, fig, f"separability-{name}", f"2-D views of the {name}",
+                                          "PCA from the moments (a stratified sample of the rows drawn) and, when "
+                                          "asked, UMAP or t-SNE of a seeded stratified sample; colour = class."))
+    if doc.get("table"):
+        parts.append("<h2>Models x datasets</h2>")
+        parts.append(_table(["model", "dataset", "Fisher", "LDA (95%)", "k-NN (95%)", "silhouette cosine (95%)"],
+                            [(t["model"], t["dataset"], format_value(t["fisher_ratio"]),
+                              f"{format_value(t['lda_accuracy'])} ({_interval(t['lda_interval'])})",
+                              f"{format_value(t.get('knn_accuracy'))} ({_interval(t.get('knn_interval'))})",
+                              f"{format_value(t['silhouette_cosine'])} ({_interval(t['silhouette_cosine_interval'])})")
+                             for t in doc["table"]]))
+    parts.append("<footer><p>Written by fastsas. Self-contained: it loads nothing from the network.</p></footer>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_separability(doc: Mapping, out_dir: str | os.PathLike, formats: Any = ("html", "json", "md")) -> dict[str, Path]:
+    """Write the separability section into `out_dir`.
+
+    Parameters
+    ----------
+    doc : dict
+        ``{"labels": column name, "modalities": {name: SeparabilityResult.to_dict(points=True)},
+        "table": separability_table(...) (optional)}``.
+    out_dir : str or os.PathLike
+        The folder (created if missing).
+    formats : str or sequence of str
+        Any of "html", "json", "md".
+
+    Returns
+    -------
+    dict
+        Format -> path written.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, fastsas as fs
+    >>> from fastsas.report.separability import write_separability
+    >>> rng = np.random.default_rng(0); y = np.repeat([0, 1], 30)
+    >>> r = fs.separability(rng.normal(size=(60, 4)) + y[:, None], y, ks=(1,), probe=False)
+    >>> sorted(write_separability({"modalities": {"images": r.to_dict(points=True)}}, tempfile.mkdtemp(), "json,md"))
+    ['json', 'md']
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for fmt in parse_formats(formats):
+        path = out / f"separability.{fmt}"
+        text = {"json": lambda: dumps(doc, indent=2) + "\n", "md": lambda: separability_markdown(doc),
+                "html": lambda: separability_html(doc)}[fmt]()
+        write_atomic(path, text.encode())
+        paths[fmt] = path
+    return paths
