@@ -75,7 +75,7 @@ def test_byte_form_and_pickle_round_trip():
     assert m.to_bytes() == back.to_bytes()
     again = pickle.loads(pickle.dumps(m))
     assert again.alignment() == m.alignment()
-    assert len(data) == 8 * (3 * 48 + 48 * 49 // 2) + 34  # compact: upper triangle only
+    assert len(data) == 8 * (3 * 48 + 48 * 49 // 2) + 34 + 4  # compact: upper triangle only, a CRC-32
     with pytest.raises(ValueError, match="bad magic"):
         fs.Moments.from_bytes(b"nonsense" * 10)
     with pytest.raises(ValueError, match="truncated"):

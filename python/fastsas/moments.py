@@ -10,6 +10,7 @@ import numpy as np
 
 from fastsas import _core, _dispatch
 from fastsas._badrows import bad_rows_error
+from fastsas._byteform import CHECKSUM_BYTES, check_finite, corrupt, seal, unseal
 from fastsas._validate import as_pair, check_int, check_topq, resolve_threads
 
 __all__ = ["ALIGNMENT_KEYS", "DEFAULT_QS", "Moments", "SpectralProfile"]
@@ -86,8 +87,40 @@ class SpectralProfile:
 
 
 _MAGIC = b"FSASMOM"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: sealed with a CRC-32 (fastsas._byteform)
 _HEADER = struct.Struct("<7sBqqBBd")  # magic, version, dim, count, has_pilot, tracks, cosine sum
+# Rounding slack of the count checks below: a cosine sum or a norm of a sum of unit rows
+# exceeds its count only by accumulated rounding.
+_COUNT_SLACK = 1e-6
+
+
+def _check_state(what: str, count: int, has_pilot: bool, tracks: bool, cos_sum: float, pilot: np.ndarray,
+                 shifted_sum: np.ndarray, unit_sum: np.ndarray, upper: np.ndarray, dim: int) -> None:
+    """Refuse a decoded state that no rows could give: values not finite, sums without rows,
+    rows without a pilot, cosine sums or unit-row sums larger than the count, a negative
+    sum of squares."""
+    for field, values in (("the pilot mean", pilot), ("the shifted sum", shifted_sum), ("the unit-row sum", unit_sum),
+                          ("the scatter", upper), ("the matched cosine sum", np.array([cos_sum]))):
+        check_finite(values, what, field)
+    if count == 0:
+        if np.any(shifted_sum) or np.any(unit_sum) or np.any(upper) or cos_sum:
+            raise corrupt(what, "it has no rows (n = 0) but non-zero sums")
+        return
+    if not has_pilot:
+        raise corrupt(what, f"it has {count} rows but no pilot mean")
+    limit = count * (1.0 + _COUNT_SLACK)
+    if tracks:
+        norms = [float(np.linalg.norm(unit_sum[:dim])), float(np.linalg.norm(unit_sum[dim:]))]
+        if abs(cos_sum) > limit or max(norms) > limit:
+            raise corrupt(what, f"its matched cosine sum {cos_sum:.6g} or unit-row sums (norms {norms[0]:.6g}, "
+                                f"{norms[1]:.6g}) exceed its {count} rows (a cosine is at most 1)")
+    elif np.any(unit_sum) or cos_sum:
+        raise corrupt(what, "it does not track unit rows but has unit-row sums")
+    d2 = 2 * dim
+    diagonal = upper[np.cumsum(np.arange(d2, 0, -1)) - np.arange(d2, 0, -1)]  # (i, i) of the packed upper triangle
+    scale = float(np.max(np.abs(diagonal))) if diagonal.size else 0.0
+    if diagonal.size and float(np.min(diagonal)) < -_COUNT_SLACK * scale:
+        raise corrupt(what, f"its scatter has a negative sum of squares ({float(np.min(diagonal)):.6g})")
 
 
 class Moments:
@@ -313,33 +346,38 @@ class Moments:
 
     # -- byte form ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Compact versioned byte form (little-endian float64, upper triangle only)."""
+        """Compact versioned byte form: a header, the state as little-endian float64 (upper
+        triangle of the scatter only), and a CRC-32 of all of it (fastsas._byteform)."""
         s = self._core.state()
         d2 = 2 * self.dim
         upper = np.asarray(s["shifted_scatter"])[np.triu_indices(d2)]
         header = _HEADER.pack(_MAGIC, _FORMAT_VERSION, self.dim, s["count"], int(s["has_pilot"]),
                               int(self.tracks_unit_rows), s["matched_cosine_sum"])
         body = np.concatenate([s["pilot"], s["shifted_sum"], s["unit_sum"], upper]).astype("<f8")
-        return header + body.tobytes()
+        return seal(header + body.tobytes())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Moments":
-        """The Moments of a byte form written by :meth:`to_bytes`; ValueError names what is
-        wrong with a truncated, padded or foreign blob."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < _HEADER.size or data[:7] != _MAGIC:
-            raise ValueError("data is not a fastsas Moments byte form (bad magic)")
-        magic, version, dim, count, has_pilot, tracks, cos_sum = _HEADER.unpack_from(data)
-        if version != _FORMAT_VERSION:
-            raise ValueError(f"Moments byte form version {version} is not supported (this fastsas reads {_FORMAT_VERSION})")
+        """The Moments of a byte form written by :meth:`to_bytes`. ValueError names what is
+        wrong with a foreign, other-version, truncated, padded or damaged blob (the checksum
+        is verified first), or with a state no rows could give (negative or inconsistent
+        counts, NaN or infinite sums)."""
+        what = "Moments byte form"
+        framed = unseal(data, _MAGIC, _FORMAT_VERSION, what)
+        if len(framed) < _HEADER.size:
+            raise ValueError(f"{what} is truncated: {len(framed)} bytes, shorter than its {_HEADER.size}-byte header")
+        _, _, dim, count, has_pilot, tracks, cos_sum = _HEADER.unpack_from(framed)
+        if dim < 1 or count < 0 or has_pilot > 1 or tracks > 1:
+            raise corrupt(what, f"its header says dim {dim}, n {count}, has_pilot {has_pilot}, unit rows {tracks}")
         d2 = 2 * dim
         expected = _HEADER.size + 8 * (3 * d2 + d2 * (d2 + 1) // 2)
-        if len(data) != expected:
-            raise ValueError(f"Moments byte form is truncated or padded: {len(data)} bytes, expected {expected}")
-        body = np.frombuffer(data, dtype="<f8", offset=_HEADER.size).astype(np.float64)
+        if len(framed) != expected:
+            raise ValueError(f"{what} is truncated or padded: {len(framed) + CHECKSUM_BYTES} bytes, expected "
+                             f"{expected + CHECKSUM_BYTES} for dim {dim}")
+        body = np.frombuffer(framed, dtype="<f8", offset=_HEADER.size).astype(np.float64)
         pilot, shifted_sum, unit_sum = body[:d2], body[d2:2 * d2], body[2 * d2:3 * d2]
+        _check_state(what, count, bool(has_pilot), bool(tracks), cos_sum, pilot, shifted_sum, unit_sum,
+                     body[3 * d2:], dim)
         scatter = np.zeros((d2, d2))
         scatter[np.triu_indices(d2)] = body[3 * d2:]
         m = cls(dim, track_unit_rows=bool(tracks))
