@@ -281,6 +281,7 @@ def _reason(exc: BaseException) -> str:
 
 _INTERRUPTS = (KeyboardInterrupt, SystemExit, GeneratorExit)
 _PR_SET_PDEATHSIG = 1
+_ALONE_TIMEOUT = 300  # seconds a file suspected of killing its worker may take to decode on its own
 
 
 def _die_with_parent(parent_pid: int, worker_id: int | None = None) -> None:
@@ -395,7 +396,12 @@ def _decode_alone(dataset: ImageDataset, i: int) -> str | None:
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     child = context.Process(target=_decode_in_child, args=(dataset, i, os.getpid()), daemon=True)
     child.start()
-    child.join()
+    child.join(_ALONE_TIMEOUT)
+    if child.exitcode is None:  # hung: as good as dead for an archive
+        child.kill()
+        child.join()
+        return (f"decoding it did not finish within {_ALONE_TIMEOUT} s in a process of its own (after a decoding "
+                "worker died with it in hand); fix or remove the file (it is skipped)")
     if child.exitcode == 0:
         return None
     if child.exitcode is not None and child.exitcode < 0:
@@ -410,7 +416,10 @@ def _decode_alone(dataset: ImageDataset, i: int) -> str | None:
 
 
 def _decode_in_child(dataset: ImageDataset, i: int, parent_pid: int) -> None:
+    import torch
+
     _die_with_parent(parent_pid)
+    torch.set_num_threads(1)  # as in a DataLoader worker: one thread after the fork
     dataset.record(i)
 
 
