@@ -95,6 +95,52 @@ __device__ __forceinline__ double row_dot(const double* a, const double* b, int 
   return canonical_dot<double>(a, b, d);
 }
 
+// Exact ties of integer rows (the CPU engine's rule, cpp/src/retrieval.cpp "exact ties"): rows
+// whose coordinates are all integers with |row|^2 <= 2^40 carry norm2 = |row|^2 (0 for any
+// other row). For a query x, a candidate y and the query's best match m, all integer rows,
+// cos(x, y) > cos(x, m) is decided exactly wherever the canonical values lie within the tie
+// band: signs, then p^2 M against q^2 Y in 128-bit integers (p = x.y, q = x.m, Y = |y|^2,
+// M = |m|^2; |p|, |q|, Y, M <= 2^40, so every product is below 2^120), as 128-bit unsigned
+// values built from 64-bit halves.
+__device__ __forceinline__ i64 int_dot(const float* a, const float* b, int d) {
+  i64 s = 0;
+  for (int k = 0; k < d; ++k) s += static_cast<i64>(a[k]) * static_cast<i64>(b[k]);
+  return s;
+}
+__device__ __forceinline__ i64 int_dot(const double* a, const double* b, int d) {
+  i64 s = 0;
+  for (int k = 0; k < d; ++k) s += static_cast<i64>(a[k]) * static_cast<i64>(b[k]);
+  return s;
+}
+
+// a^2 b as a 128-bit unsigned (hi, lo) for a, b <= 2^40 (the product is below 2^120). NVRTC
+// has no __int128 without an extra flag, so the product is built from 64-bit halves.
+__device__ __forceinline__ void square_times(u64 a, u64 b, u64* hi, u64* lo) {
+  const u64 sq_lo = a * a, sq_hi = __umul64hi(a, a);  // a^2 < 2^80
+  *lo = sq_lo * b;
+  *hi = sq_hi * b + __umul64hi(sq_lo, b);
+}
+
+// Sign of cos(x, y) - cos(x, m) (Y, M > 0).
+__device__ __forceinline__ int compare_cosines(i64 p, i64 Y, i64 q, i64 M) {
+  if ((p >= 0) != (q >= 0)) return p >= 0 ? 1 : -1;
+  u64 lh, ll, rh, rl;
+  square_times(static_cast<u64>(p >= 0 ? p : -p), static_cast<u64>(M), &lh, &ll);
+  square_times(static_cast<u64>(q >= 0 ? q : -q), static_cast<u64>(Y), &rh, &rl);
+  const int c = (lh > rh || (lh == rh && ll > rl)) ? 1 : ((lh == rh && ll == rl) ? 0 : -1);
+  return p >= 0 ? c : -c;
+}
+
+// Whether a candidate with canonical value v beats threshold t: the exact comparison when the
+// query has an exact threshold (ex_norm2 > 0), the candidate is an integer row (cand_norm2 > 0)
+// and |v - t| <= tie; else v > t.
+template <class T>
+__device__ __forceinline__ bool beats(double v, double t, i64 ex_dot, i64 ex_norm2, i64 cand_norm2, double tie,
+                                      const T* query_row, const T* cand_row, int d) {
+  if (ex_norm2 == 0 || cand_norm2 == 0 || fabs(v - t) > tie) return v > t;
+  return compare_cosines(int_dot(query_row, cand_row, d), cand_norm2, ex_dot, ex_norm2) > 0;
+}
+
 // Sum of a double over the block (blockDim.x a multiple of 32, at most 1024). Every thread
 // gets the total. `shared` holds 32 doubles. The association is fixed by the launch shape.
 __device__ __forceinline__ double block_sum(double v, double* shared) {

@@ -17,7 +17,8 @@
 //   lo <= s~ <= hi     is undecided, and the pair goes to the candidate buffer, where the
 //                      re-check kernel computes s exactly and compares it with t.
 // A match (equal id codes) is skipped before any of this: it never counts, whatever the
-// rounding. The decision per pair is therefore exactly the CPU engine's.
+// rounding. Rows of integers follow the CPU engine's exact-tie rule (fastsas_common.cuh,
+// `beats`). The decision per pair is therefore exactly the CPU engine's.
 #include "fastsas_common.cuh"
 
 namespace {
@@ -26,11 +27,19 @@ namespace {
 // One thread per query on side A: t = max over its matches on side B (the CSR lists
 // `offsets` / `members`, grouped by id code) of the canonical similarity; +inf when it has
 // none (such a query is excluded from every metric and never counts or is counted).
+//
+// Exact ties: for a query whose row is integer (norm2_a > 0), the matches within `tie` of the
+// best canonical value are compared exactly (compare_cosines on the original rows a0 / b0,
+// row strides lda / ldb); when all of them are integer rows the exact best one's
+// (x.m, |m|^2) is the query's exact threshold (ex_dot / ex_norm2; 0 otherwise) and the band
+// [lo, hi] is widened by `tie`, as on the CPU.
 template <class T>
 __device__ void thresholds(const T* __restrict__ a, const T* __restrict__ b, int d, const int* __restrict__ codes_a,
                            const i64* __restrict__ offsets, const int* __restrict__ members, int num_codes,
                            i64 n_a, double band, double* __restrict__ thr, float* __restrict__ lo,
-                           float* __restrict__ hi) {
+                           float* __restrict__ hi, const T* __restrict__ a0, i64 lda, const T* __restrict__ b0,
+                           i64 ldb, const i64* __restrict__ norm2_a, const i64* __restrict__ norm2_b, double tie,
+                           i64* __restrict__ ex_dot, i64* __restrict__ ex_norm2) {
   const i64 i = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_a) return;
   const int code = codes_a[i];
@@ -42,6 +51,8 @@ __device__ void thresholds(const T* __restrict__ a, const T* __restrict__ b, int
   }
   for (i64 p = m0; p < m1; ++p)
     best = fmax(best, fastsas::row_dot(a + i * d, b + static_cast<i64>(members[p]) * d, d));
+  ex_dot[i] = 0;
+  ex_norm2[i] = 0;
   if (m0 == m1) {
     thr[i] = fastsas::inf();
     lo[i] = static_cast<float>(fastsas::inf());
@@ -49,10 +60,51 @@ __device__ void thresholds(const T* __restrict__ a, const T* __restrict__ b, int
     return;
   }
   thr[i] = best;
+  double width = band;
+  if (norm2_a[i] > 0) {
+    bool mixed = false;
+    i64 q = 0, M = 0;
+    for (i64 p = m0; p < m1 && !mixed; ++p) {
+      const i64 j = members[p];
+      if (fastsas::row_dot(a + i * d, b + j * d, d) < best - tie) continue;
+      if (norm2_b[j] == 0) {
+        mixed = true;
+        break;
+      }
+      const i64 dot = fastsas::int_dot(a0 + i * lda, b0 + j * ldb, d);
+      if (M == 0 || fastsas::compare_cosines(dot, norm2_b[j], q, M) > 0) {
+        q = dot;
+        M = norm2_b[j];
+      }
+    }
+    if (!mixed && M != 0) {
+      ex_dot[i] = q;
+      ex_norm2[i] = M;
+      width = __dadd_ru(band, tie);
+    }
+  }
   // Outward rounding twice (the double subtraction, then the float conversion), so the
-  // float interval contains [t - band, t + band] exactly.
-  lo[i] = fastsas::to_f32_down(__dsub_rd(best, band));
-  hi[i] = fastsas::to_f32_up(__dadd_ru(best, band));
+  // float interval contains [t - width, t + width] exactly.
+  lo[i] = fastsas::to_f32_down(__dsub_rd(best, width));
+  hi[i] = fastsas::to_f32_up(__dadd_ru(best, width));
+}
+
+// ---------------------------------------------------------------------------- integer rows
+// One thread per row: |row|^2 when every coordinate is an integer and |row|^2 <= norm2_max
+// (the core's kIntegerRowNorm2Max, 2^40, which compare_cosines' products rely on), else 0.
+template <class T>
+__device__ void integer_rows(const T* __restrict__ x, i64 ld, i64 n, int d, double norm2_max,
+                             i64* __restrict__ norm2) {
+  const i64 r = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= n) return;
+  double sum = 0.0;
+  bool integer = true;
+  for (int k = 0; k < d && integer; ++k) {
+    const double e = fastsas::to_f64(x[r * ld + k]);
+    sum += e * e;  // exact: integers below 2^20, sums below 2^41
+    integer = e == rint(e) && sum <= norm2_max;
+  }
+  norm2[r] = integer && sum > 0 ? static_cast<i64>(sum) : 0;
 }
 
 // ---------------------------------------------------------------------------- count
@@ -158,7 +210,10 @@ template <class T>
 __device__ void recheck(const T* __restrict__ xn, const T* __restrict__ yn, int d, const int2* __restrict__ cand,
                         const u64* __restrict__ n_cand, u64 capacity, const double* __restrict__ thr_i,
                         const double* __restrict__ thr_t, unsigned* __restrict__ count_i,
-                        unsigned* __restrict__ count_t) {
+                        unsigned* __restrict__ count_t, const T* __restrict__ x0, i64 ldx, const T* __restrict__ y0,
+                        i64 ldy, const i64* __restrict__ norm2_x, const i64* __restrict__ norm2_y,
+                        const i64* __restrict__ ex_dot_i, const i64* __restrict__ ex_norm2_i,
+                        const i64* __restrict__ ex_dot_t, const i64* __restrict__ ex_norm2_t, double tie) {
   const u64 total = min(*n_cand, capacity);
   for (u64 p = static_cast<u64>(blockIdx.x) * blockDim.x + threadIdx.x; p < total;
        p += static_cast<u64>(gridDim.x) * blockDim.x) {
@@ -166,8 +221,12 @@ __device__ void recheck(const T* __restrict__ xn, const T* __restrict__ yn, int 
     const unsigned ux = static_cast<unsigned>(c.x), uy = static_cast<unsigned>(c.y);
     const i64 i = ux & ~kFlag, j = uy & ~kFlag;
     const double v = fastsas::row_dot(xn + i * d, yn + j * d, d);
-    if ((ux & kFlag) && v > thr_i[i]) atomicAdd(count_i + i, 1u);
-    if ((uy & kFlag) && v > thr_t[j]) atomicAdd(count_t + j, 1u);
+    if ((ux & kFlag) && fastsas::beats(v, thr_i[i], ex_dot_i[i], ex_norm2_i[i], norm2_y[j], tie, x0 + i * ldx,
+                                       y0 + j * ldy, d))
+      atomicAdd(count_i + i, 1u);
+    if ((uy & kFlag) && fastsas::beats(v, thr_t[j], ex_dot_t[j], ex_norm2_t[j], norm2_x[i], tie, y0 + j * ldy,
+                                       x0 + i * ldx, d))
+      atomicAdd(count_t + j, 1u);
   }
 }
 
@@ -175,14 +234,28 @@ __device__ void recheck(const T* __restrict__ xn, const T* __restrict__ yn, int 
 
 extern "C" __global__ void thresholds_f32(const float* a, const float* b, int d, const int* codes_a,
                                           const i64* offsets, const int* members, int num_codes, i64 n_a,
-                                          double band, double* thr, float* lo, float* hi) {
-  thresholds<float>(a, b, d, codes_a, offsets, members, num_codes, n_a, band, thr, lo, hi);
+                                          double band, double* thr, float* lo, float* hi, const float* a0, i64 lda,
+                                          const float* b0, i64 ldb, const i64* norm2_a, const i64* norm2_b,
+                                          double tie, i64* ex_dot, i64* ex_norm2) {
+  thresholds<float>(a, b, d, codes_a, offsets, members, num_codes, n_a, band, thr, lo, hi, a0, lda, b0, ldb, norm2_a,
+                  norm2_b, tie, ex_dot, ex_norm2);
+}
+
+extern "C" __global__ void integer_rows_f32(const float* x, i64 ld, i64 n, int d, double norm2_max, i64* norm2) {
+  integer_rows<float>(x, ld, n, d, norm2_max, norm2);
 }
 
 extern "C" __global__ void thresholds_f64(const double* a, const double* b, int d, const int* codes_a,
                                           const i64* offsets, const int* members, int num_codes, i64 n_a,
-                                          double band, double* thr, float* lo, float* hi) {
-  thresholds<double>(a, b, d, codes_a, offsets, members, num_codes, n_a, band, thr, lo, hi);
+                                          double band, double* thr, float* lo, float* hi, const double* a0, i64 lda,
+                                          const double* b0, i64 ldb, const i64* norm2_a, const i64* norm2_b,
+                                          double tie, i64* ex_dot, i64* ex_norm2) {
+  thresholds<double>(a, b, d, codes_a, offsets, members, num_codes, n_a, band, thr, lo, hi, a0, lda, b0, ldb, norm2_a,
+                  norm2_b, tie, ex_dot, ex_norm2);
+}
+
+extern "C" __global__ void integer_rows_f64(const double* x, i64 ld, i64 n, int d, double norm2_max, i64* norm2) {
+  integer_rows<double>(x, ld, n, d, norm2_max, norm2);
 }
 
 extern "C" __global__ void __launch_bounds__(kThreads)
@@ -195,12 +268,20 @@ count_tile(const float* tile, int rows, int cols, int i0, int j0, const int* cod
 
 extern "C" __global__ void recheck_f32(const float* xn, const float* yn, int d, const int2* cand,
                                        const u64* n_cand, u64 capacity, const double* thr_i, const double* thr_t,
-                                       unsigned* count_i, unsigned* count_t) {
-  recheck<float>(xn, yn, d, cand, n_cand, capacity, thr_i, thr_t, count_i, count_t);
+                                       unsigned* count_i, unsigned* count_t, const float* x0, i64 ldx, const float* y0,
+                                       i64 ldy, const i64* norm2_x, const i64* norm2_y, const i64* ex_dot_i,
+                                       const i64* ex_norm2_i, const i64* ex_dot_t, const i64* ex_norm2_t,
+                                       double tie) {
+  recheck<float>(xn, yn, d, cand, n_cand, capacity, thr_i, thr_t, count_i, count_t, x0, ldx, y0, ldy, norm2_x, norm2_y,
+               ex_dot_i, ex_norm2_i, ex_dot_t, ex_norm2_t, tie);
 }
 
 extern "C" __global__ void recheck_f64(const double* xn, const double* yn, int d, const int2* cand,
                                        const u64* n_cand, u64 capacity, const double* thr_i, const double* thr_t,
-                                       unsigned* count_i, unsigned* count_t) {
-  recheck<double>(xn, yn, d, cand, n_cand, capacity, thr_i, thr_t, count_i, count_t);
+                                       unsigned* count_i, unsigned* count_t, const double* x0, i64 ldx, const double* y0,
+                                       i64 ldy, const i64* norm2_x, const i64* norm2_y, const i64* ex_dot_i,
+                                       const i64* ex_norm2_i, const i64* ex_dot_t, const i64* ex_norm2_t,
+                                       double tie) {
+  recheck<double>(xn, yn, d, cand, n_cand, capacity, thr_i, thr_t, count_i, count_t, x0, ldx, y0, ldy, norm2_x, norm2_y,
+               ex_dot_i, ex_norm2_i, ex_dot_t, ex_norm2_t, tie);
 }

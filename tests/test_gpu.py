@@ -267,6 +267,23 @@ def test_gpu_ranks_identical_to_cpu(kind):
 
 
 @gpu_only
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_exact_ties_of_integer_rows_are_the_cpu_ranks(dtype):
+    """Sign-quantised rows (-1, 0, 1) of unequal support: many mathematically equal cosines,
+    decided by the exact rule on both backends (CPU: tests/test_retrieval_exact_ties.py)."""
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((3000, 16))
+    q = lambda a: np.sign(a) * (np.abs(a) > 0.6)  # noqa: E731
+    x, y = q(z + 0.3 * rng.standard_normal(z.shape)), q(z + 0.8 * rng.standard_normal(z.shape))
+    x[np.abs(x).sum(1) == 0, 0] = 1
+    y[np.abs(y).sum(1) == 0, 0] = 1
+    cpu = fs.retrieval(x.astype(dtype), y.astype(dtype), return_ranks=True, backend="cpu")
+    out = fs.retrieval(x.astype(dtype), y.astype(dtype), return_ranks=True, backend="cuda", tile=(1000, 1700))
+    for key in ("i2t_ranks", "t2i_ranks"):
+        np.testing.assert_array_equal(out[key], cpu[key])
+
+
+@gpu_only
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "tf32"])
 def test_gpu_ranks_every_precision_and_candidate_overflow(precision):
     from fastsas.gpu.retrieval import retrieval_ranks

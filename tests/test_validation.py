@@ -60,7 +60,8 @@ def test_zero_norm_rows_are_named(pair):
 def test_float64_overflow_is_refused(pair):
     x, y = pair
     x = x.astype(np.float64); x[2] = 1e300
-    with pytest.raises(ValueError, match="images has non-finite .* 1 row: 2"):
+    with pytest.raises(ValueError, match=r"images has values too large for float64 second moments .* 1 row: 2; "
+                                         r"rescale"):
         fs.alignment(x, y.astype(np.float64))
 
 

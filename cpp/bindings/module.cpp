@@ -8,9 +8,11 @@
 
 #include <string>
 
+#include "calls.hpp"
+#include "fastsas/memory.hpp"
 #include "fastsas/moments.hpp"
-#include "views.hpp"
 #include "fastsas/spectral.hpp"
+#include "views.hpp"
 
 namespace py = pybind11;
 using fastsas::Index;
@@ -22,8 +24,8 @@ template <class T>
 void update_typed(fastsas::Moments& m, const py::array& x, const py::array& y, int threads) {
   const auto xv = fastsas::bindings::view_of<T>(x, "x");
   const auto yv = fastsas::bindings::view_of<T>(y, "y");
-  py::gil_scoped_release release;
-  m.update(xv, yv, threads);
+  fastsas::bindings::run_released("Moments.update of " + fastsas::bindings::shape_of(xv) + " rows",
+                                  [&] { m.update(xv, yv, threads); });
 }
 
 template <class T>
@@ -32,8 +34,9 @@ void update_rows_typed(fastsas::Moments& m, const py::array& x, const py::array&
   const auto xv = fastsas::bindings::view_of<T>(x, "x");
   const auto yv = fastsas::bindings::view_of<T>(y, "y");
   if (rows.ndim() != 1) throw py::value_error("rows must be 1-D");
-  py::gil_scoped_release release;
-  m.update_rows(xv, yv, rows.data(), rows.shape(0), threads);
+  fastsas::bindings::run_released("Moments.update of " + std::to_string(rows.shape(0)) + " rows of " +
+                                      fastsas::bindings::shape_of(xv),
+                                  [&] { m.update_rows(xv, yv, rows.data(), rows.shape(0), threads); });
 }
 
 template <class T>
@@ -44,8 +47,8 @@ void update_groups_typed(fastsas::MomentsGroups& g, const py::array& x, const py
   const auto yv = fastsas::bindings::view_of<T>(y, "y");
   if (codes.ndim() != 1 || codes.shape(0) != xv.rows)
     throw py::value_error("codes must be 1-D with one code per row");
-  py::gil_scoped_release release;
-  g.update(xv, yv, codes.data(), threads);
+  fastsas::bindings::run_released("MomentsGroups.update of " + fastsas::bindings::shape_of(xv) + " rows",
+                                  [&] { g.update(xv, yv, codes.data(), threads); });
 }
 
 using fastsas::bindings::dispatch_float;
@@ -81,6 +84,9 @@ py::dict analysis_dict(const fastsas::AlignmentAnalysis& a) {
   d["cone_texts"] = a.cone_texts;
   d["matched_cosine"] = a.matched_cosine;
   d["gap"] = a.gap;
+  py::dict undefined;
+  for (const auto& [metric, reason] : a.undefined) undefined[py::str(metric)] = reason;
+  d["undefined"] = undefined;
   return d;
 }
 
@@ -104,6 +110,9 @@ PYBIND11_MODULE(_core, m) {
   m.attr("SVCCA_DIMS") = fastsas::kSvccaDims;
   m.attr("NON_FINITE_ROWS") = fastsas::kNonFiniteRows;
   m.attr("ZERO_NORM_ROWS") = fastsas::kZeroNormRows;
+  m.attr("TOO_LARGE_ROWS") = fastsas::kTooLargeRows;
+  m.attr("TOO_SMALL_ROWS") = fastsas::kTooSmallRows;
+  m.attr("TOO_LARGE_TO_NORMALISE_ROWS") = fastsas::kTooLargeToNormaliseRows;
   m.attr("BAD_ROWS_SHOWN") = fastsas::kBadRowsShown;
 
   static py::exception<fastsas::BadRowsError> bad_rows(m, "BadRowsError", PyExc_ValueError);
@@ -177,12 +186,9 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "analyze",
       [](const fastsas::Moments& moments, int threads, Index cca_dim, bool spectral_only) {
-        fastsas::AlignmentAnalysis a;
-        {
-          py::gil_scoped_release release;
-          a = fastsas::analyze(moments, threads, cca_dim, spectral_only);
-        }
-        return analysis_dict(a);
+        return analysis_dict(fastsas::bindings::run_released(
+            "the alignment analysis at dim " + std::to_string(moments.dim()),
+            [&] { return fastsas::analyze(moments, threads, cca_dim, spectral_only); }));
       },
       py::arg("moments"), py::arg("threads"), py::arg("cca_dim") = fastsas::kSvccaDims,
       py::arg("spectral_only") = false);
@@ -191,12 +197,9 @@ PYBIND11_MODULE(_core, m) {
       "spectral_profile",
       [](const fastsas::Moments& moments, const std::string& anchor) {
         if (anchor != "x" && anchor != "y") throw py::value_error("anchor must be \"x\" or \"y\"");
-        fastsas::SpectralProfile p;
-        {
-          py::gil_scoped_release release;
-          p = fastsas::anchor_profile(moments, anchor == "x");
-        }
-        return profile_dict(p);
+        return profile_dict(fastsas::bindings::run_released(
+            "the spectral profile at dim " + std::to_string(moments.dim()),
+            [&] { return fastsas::anchor_profile(moments, anchor == "x"); }));
       },
       py::arg("moments"), py::arg("anchor"));
 
@@ -208,6 +211,14 @@ PYBIND11_MODULE(_core, m) {
       py::arg("eigenvalues"), py::arg("rho"), py::arg("q"));
 
   m.def("quantile_linear", &fastsas::quantile_linear, py::arg("values"), py::arg("p"));
+
+  m.def("set_memory_limit", &fastsas::set_memory_limit, py::arg("bytes"),
+        "Cap, in bytes, on the memory fastsas's core assumes it may allocate (0: none, MemAvailable only).");
+  m.def("memory_limit", &fastsas::memory_limit, "The cap set by set_memory_limit (0: none).");
+  m.def("available_memory", &fastsas::available_memory,
+        "Bytes the core assumes it may allocate now: min(MemAvailable, the cap); negative when unknown.");
+  m.def("moments_state_bytes", &fastsas::Moments::state_bytes, py::arg("dim"));
+  m.def("analysis_bytes", &fastsas::analysis_bytes, py::arg("dim"), py::arg("threads"), py::arg("spectral_only"));
 
   register_pairwise(m);
 }

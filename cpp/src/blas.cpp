@@ -4,6 +4,8 @@
 #include <lapacke.h>
 
 #include <mutex>
+
+#include "fastsas/memory.hpp"
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -28,8 +30,22 @@ void gemm_colmajor(int m, int n, int k, const double* a, const double* b, double
   scipy_cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, a, m, b, k, 0.0, c, m);
 }
 
+namespace {
+
+// LAPACKE allocates the solvers' workspace itself and says so when it cannot.
+void check_workspace(lapack_int info, const char* solver, int n, double doubles) {
+  if (info == LAPACK_WORK_MEMORY_ERROR || info == LAPACK_TRANSPOSE_MEMORY_ERROR)
+    throw OutOfMemory(std::string("fastsas: the system refused ") + format_bytes(8.0 * doubles) + " for " + solver +
+                      "'s workspace (a " + std::to_string(n) + " x " + std::to_string(n) +
+                      " eigendecomposition): out of memory");
+}
+
+}  // namespace
+
 void symmetric_eigen(int n, double* a, double* w) {
   const lapack_int info = scipy_LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'U', n, a, n, w);
+  const double dn = static_cast<double>(n);
+  check_workspace(info, "LAPACK dsyevd", n, 1.0 + 6.0 * dn + 2.0 * dn * dn);
   if (info != 0)
     throw std::runtime_error("LAPACK dsyevd failed (info = " + std::to_string(info) + ")");
 }
@@ -40,6 +56,7 @@ void symmetric_eigen_top(int n, int count, double* a, double* w, double* z) {
   const lapack_int info = scipy_LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'U', n, a, n, 0.0, 0.0,
                                                n - count + 1, n, 0.0, &found, w, z, n,
                                                support.data());
+  check_workspace(info, "LAPACK dsyevr", n, 26.0 * static_cast<double>(n));
   if (info != 0 || found != count)
     throw std::runtime_error("LAPACK dsyevr failed (info = " + std::to_string(info) + ")");
 }

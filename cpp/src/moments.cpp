@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <type_traits>
 
 #include "fastsas/blas.hpp"
+#include "fastsas/memory.hpp"
 #include "fastsas/parallel.hpp"
 
 namespace fastsas {
@@ -30,19 +32,94 @@ struct BlockScratch {
   Eigen::VectorXd unit_sum;
   double cosine_sum = 0.0;
   bool bad = false;
+  std::vector<T> column_max;  // max |shifted value| per column of the block
+  std::vector<int> exponents;  // per column: the block's rows hold value * 2^-e (empty: unscaled)
 };
 
+// Squared row norms below this (and not zero) are refused: the second moments of such a row
+// underflow float64. float32 rows never come near it (their smallest square is ~2e-90).
+constexpr double kMinSquaredNorm = 1e-290;
+
+enum RowProblem { kRowOk = -1, kNonFinite = 0, kTooLarge = 1, kTooSmall = 2, kZeroNorm = 3 };
+// Indexed by RowProblem (moments.hpp words them for every engine).
+const char* const kRowProblems[] = {kNonFiniteRows, kTooLargeRows, kTooSmallRows, kZeroNormRows};
+
+// What is wrong with a row, from its squared norm in float64 (`all_finite`, `nonzero`: of its
+// values; only consulted on the slow paths).
+inline RowProblem row_problem(double squared_norm, bool all_finite, bool nonzero, bool track_unit_rows) {
+  if (!all_finite) return kNonFinite;
+  if (!std::isfinite(squared_norm)) return kTooLarge;
+  if (squared_norm >= kMinSquaredNorm) return kRowOk;
+  if (nonzero) return kTooSmall;
+  return track_unit_rows ? kZeroNorm : kRowOk;
+}
+
+template <class T>
+bool any_nonzero(const T* r, Index stride, Index dim) {
+  for (Index j = 0; j < dim; ++j)
+    if (r[j * stride] != T(0)) return true;
+  return false;
+}
+
+// Whether a block's float products of these column maxima neither overflow T (a block sums
+// kBlockRows products) nor lose digits to underflow; otherwise the block is rescaled.
+template <class T>
+bool block_in_range(const std::vector<T>& column_max) {
+  constexpr int kHigh = std::numeric_limits<T>::max_exponent / 2 - 8;   // float: 2^56
+  constexpr int kLow = std::numeric_limits<T>::min_exponent / 2 + 12;   // float: 2^-50
+  const T high = std::ldexp(T(1), kHigh), low = std::ldexp(T(1), kLow);
+  for (const T m : column_max)
+    if (!(m <= high) || (m != T(0) && m < low)) return false;
+  return true;
+}
+
+// Rewrites a block whose products would overflow or underflow T: column j holds its shifted
+// values times 2^-e_j (e_j: the exponent of the column's largest magnitude), so every product
+// is computed in range, and the sums are redone from the rescaled values so that they still
+// describe exactly what is multiplied. Rare (only extreme magnitudes reach it).
+template <class T>
+void rescale_block(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index r0, Index r1,
+                   Index dim, const double* pilot, BlockScratch<T>& s) {
+  const Index width = 2 * dim;
+  auto shifted = [&](Index r, Index j) {
+    return (j < dim ? static_cast<double>(x(r, j)) : static_cast<double>(y(r, j - dim))) - pilot[j];
+  };
+  std::vector<double> maxima(static_cast<size_t>(width), 0.0);
+  for (Index i = r0; i < r1; ++i) {
+    const Index r = rows ? rows[i] : i;
+    for (Index j = 0; j < width; ++j) maxima[j] = std::max(maxima[j], std::abs(shifted(r, j)));
+  }
+  s.exponents.assign(static_cast<size_t>(width), 0);
+  for (Index j = 0; j < width; ++j)
+    if (maxima[j] > 0.0) s.exponents[j] = std::ilogb(maxima[j]);
+  s.sum.setZero(width);
+  for (Index i = r0; i < r1; ++i) {
+    const Index r = rows ? rows[i] : i;
+    T* z = s.rows.data() + (i - r0) * width;
+    for (Index j = 0; j < width; ++j) {
+      const T v = static_cast<T>(std::ldexp(shifted(r, j), -s.exponents[j]));
+      z[j] = v;
+      s.sum[j] += std::ldexp(static_cast<double>(v), s.exponents[j]);
+    }
+  }
+}
+
 // Copies one row pair into the shifted block and adds its sums. Returns false for a row
-// the metrics cannot use (non-finite, overflowing, or zero-norm when unit rows count).
+// the metrics cannot use (non-finite, too large or too small for float64 second moments, or
+// zero-norm when unit rows count).
 template <class T>
 bool absorb_row(const T* xr, Index xs, const T* yr, Index ys, Index dim, const double* pilot,
                 T* z, BlockScratch<T>& s, bool track_unit_rows) {
   double nx = 0.0, ny = 0.0, xy = 0.0;
+  T* const cmax = s.column_max.data();
   if (xs == 1 && ys == 1) {
     for (Index j = 0; j < dim; ++j) {
       const double xv = static_cast<double>(xr[j]), yv = static_cast<double>(yr[j]);
-      z[j] = static_cast<T>(xv - pilot[j]);
-      z[dim + j] = static_cast<T>(yv - pilot[dim + j]);
+      const T zx = static_cast<T>(xv - pilot[j]), zy = static_cast<T>(yv - pilot[dim + j]);
+      z[j] = zx;
+      z[dim + j] = zy;
+      cmax[j] = std::max(cmax[j], std::abs(zx));
+      cmax[dim + j] = std::max(cmax[dim + j], std::abs(zy));
       nx += xv * xv;
       ny += yv * yv;
       xy += xv * yv;
@@ -50,19 +127,26 @@ bool absorb_row(const T* xr, Index xs, const T* yr, Index ys, Index dim, const d
   } else {
     for (Index j = 0; j < dim; ++j) {
       const double xv = static_cast<double>(xr[j * xs]), yv = static_cast<double>(yr[j * ys]);
-      z[j] = static_cast<T>(xv - pilot[j]);
-      z[dim + j] = static_cast<T>(yv - pilot[dim + j]);
+      const T zx = static_cast<T>(xv - pilot[j]), zy = static_cast<T>(yv - pilot[dim + j]);
+      z[j] = zx;
+      z[dim + j] = zy;
+      cmax[j] = std::max(cmax[j], std::abs(zx));
+      cmax[dim + j] = std::max(cmax[dim + j], std::abs(zy));
       nx += xv * xv;
       ny += yv * yv;
       xy += xv * yv;
     }
   }
-  // A NaN or Inf anywhere in the row makes its squared norm non-finite.
+  // A NaN or Inf anywhere in the row makes its squared norm non-finite; so does overflow.
   if (!std::isfinite(nx) || !std::isfinite(ny)) return false;
+  if ((nx < kMinSquaredNorm &&
+       row_problem(nx, true, any_nonzero(xr, xs, dim), track_unit_rows) != kRowOk) ||
+      (ny < kMinSquaredNorm &&
+       row_problem(ny, true, any_nonzero(yr, ys, dim), track_unit_rows) != kRowOk))
+    return false;
   double* sum = s.sum.data();
   for (Index j = 0; j < 2 * dim; ++j) sum[j] += static_cast<double>(z[j]);
   if (track_unit_rows) {
-    if (nx == 0.0 || ny == 0.0) return false;
     const double ix = 1.0 / std::sqrt(nx), iy = 1.0 / std::sqrt(ny);
     double* unit = s.unit_sum.data();
     if (xs == 1 && ys == 1) {
@@ -85,26 +169,24 @@ bool absorb_row(const T* xr, Index xs, const T* yr, Index ys, Index dim, const d
 template <class T>
 [[noreturn]] void throw_bad_rows(const MatrixView<T>& x, const MatrixView<T>& y, bool track_unit_rows) {
   struct Finding { std::string input, problem; std::vector<Index> rows; Index total = 0; };
-  Finding findings[4] = {{"x", kNonFiniteRows, {}, 0},
-                         {"y", kNonFiniteRows, {}, 0},
-                         {"x", kZeroNormRows, {}, 0},
-                         {"y", kZeroNormRows, {}, 0}};
+  Finding findings[8];  // problem p of input k at 2 p + k: the first problems are reported first
+  for (int p = 0; p < 4; ++p)
+    for (int k = 0; k < 2; ++k) findings[2 * p + k] = {k ? "y" : "x", kRowProblems[p], {}, 0};
   for (Index r = 0; r < x.rows; ++r) {
-    bool finite[2] = {true, true};
+    bool finite[2] = {true, true}, nonzero[2] = {false, false};
     double norm[2] = {0.0, 0.0};
     for (Index j = 0; j < x.cols; ++j) {
       const double v[2] = {static_cast<double>(x(r, j)), static_cast<double>(y(r, j))};
       for (int k = 0; k < 2; ++k) {
         finite[k] = finite[k] && std::isfinite(v[k]);
+        nonzero[k] = nonzero[k] || v[k] != 0.0;
         norm[k] += v[k] * v[k];
       }
     }
     for (int k = 0; k < 2; ++k) {
-      Finding* f = nullptr;
-      if (!finite[k]) f = &findings[k];
-      else if (!std::isfinite(norm[k])) f = &findings[k];  // overflow: refuse as non-finite
-      else if (track_unit_rows && norm[k] == 0.0) f = &findings[2 + k];
-      if (!f) continue;
+      const RowProblem p = row_problem(norm[k], finite[k], nonzero[k], track_unit_rows);
+      if (p == kRowOk) continue;
+      Finding* f = &findings[2 * p + k];
       if (f->rows.size() < kBadRowsShown) f->rows.push_back(r);
       ++f->total;
     }
@@ -123,15 +205,34 @@ BadRowsError::BadRowsError(std::string input, std::string problem, std::vector<I
       rows_(std::move(rows)),
       total_(total) {}
 
+namespace {
+
+// The dim, checked before anything is allocated for it.
+Index checked_dim(Index dim, Index states) {
+  if (dim < 1) throw std::invalid_argument("dim must be at least 1");
+  const double bytes = static_cast<double>(states) * Moments::state_bytes(dim);
+  require_memory((states == 1 ? std::string("the state of Moments(dim=") + std::to_string(dim) + ")"
+                              : "the states of " + std::to_string(states) + " Moments(dim=" + std::to_string(dim) + ")") +
+                     " (float64 second moments of 2 dim x 2 dim)",
+                 bytes, "use a smaller dim (e.g. project the embeddings with PCA) or a machine with more memory");
+  return dim;
+}
+
+}  // namespace
+
+double Moments::state_bytes(Index dim) {
+  const double width = 2.0 * static_cast<double>(dim);
+  return 8.0 * width * (width + 4.0);
+}
+
 Moments::Moments(Index dim, bool track_unit_rows)
-    : dim_(dim),
+    : dim_(checked_dim(dim, 1)),
       track_unit_rows_(track_unit_rows),
       pilot_(Eigen::VectorXd::Zero(2 * dim)),
       shifted_sum_(Eigen::VectorXd::Zero(2 * dim)),
-      shifted_scatter_(Eigen::MatrixXd::Zero(2 * dim, 2 * dim)),
-      unit_sum_(Eigen::VectorXd::Zero(2 * dim)) {
-  if (dim < 1) throw std::invalid_argument("dim must be at least 1");
-}
+      shifted_scatter_(allocating("the state of Moments(dim=" + std::to_string(dim) + ")", state_bytes(dim),
+                                  [&] { return Eigen::MatrixXd(Eigen::MatrixXd::Zero(2 * dim, 2 * dim)); })),
+      unit_sum_(Eigen::VectorXd::Zero(2 * dim)) {}
 
 template <class T>
 void Moments::set_pilot(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index count) {
@@ -184,39 +285,59 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
 
   const Index width = 2 * dim_;
   const Index blocks = (n + kBlockRows - 1) / kBlockRows;
-  // A chunk of several blocks is summed apart and added at the end, so a bad row in a
-  // late block leaves the state untouched; a one-block chunk is checked before it is added.
+  // A chunk of several blocks is summed apart (upper triangle, packed by column) and added at
+  // the end, so a bad row in a late block, or a stop, leaves the state untouched; a one-block
+  // chunk is checked before it is added.
   const bool direct = blocks == 1;
-  Eigen::MatrixXd delta_scatter;
+  const Index block_rows = std::min<Index>(n, kBlockRows);
+  const double packed_bytes = direct ? 0.0 : 8.0 * static_cast<double>(width) * static_cast<double>(width + 1) / 2;
+  const double slot_bytes = static_cast<double>(sizeof(T)) * static_cast<double>(width) *
+                            static_cast<double>(width + block_rows);
+  // Fewer blocks side by side when memory is short: the result does not depend on it.
+  int slots = static_cast<int>(std::min<Index>(threads, blocks));
+  while (slots > 1 && !memory_fits(packed_bytes + slots * slot_bytes)) --slots;
+  require_memory("Moments.update at dim " + std::to_string(dim_) + " (" +
+                     (direct ? std::string() : format_bytes(packed_bytes) + " for the chunk's second moments, ") +
+                     format_bytes(slot_bytes) + " per block of " + std::to_string(block_rows) + " rows, " +
+                     std::to_string(slots) + (slots == 1 ? " block" : " blocks") + " at a time)",
+                 packed_bytes + slots * slot_bytes,
+                 "use a smaller dim (e.g. project the embeddings with PCA) or a machine with more memory");
+
+  std::vector<double> delta_scatter;
   Eigen::VectorXd delta_sum, delta_unit;
   double delta_cosine = 0.0;
   if (!direct) {
-    delta_scatter = Eigen::MatrixXd::Zero(width, width);
+    allocating("the chunk's second moments", packed_bytes,
+               [&] { delta_scatter.assign(static_cast<size_t>(width * (width + 1) / 2), 0.0); });
     delta_sum = Eigen::VectorXd::Zero(width);
     delta_unit = Eigen::VectorXd::Zero(width);
   }
-  Eigen::MatrixXd& scatter = direct ? shifted_scatter_ : delta_scatter;
   Eigen::VectorXd& sum = direct ? shifted_sum_ : delta_sum;
   Eigen::VectorXd& unit = direct ? unit_sum_ : delta_unit;
   double& cosine = direct ? matched_cosine_sum_ : delta_cosine;
 
-  const int slots = static_cast<int>(std::min<Index>(threads, blocks));
   std::vector<BlockScratch<T>> scratch(static_cast<size_t>(slots));
   const double* pilot = pilot_.data();
 
   try {
+    allocating("Moments.update's block buffers", slots * slot_bytes, [&] {
+      for (auto& s : scratch) {
+        s.rows.resize(static_cast<size_t>(block_rows * width));
+        s.product.resize(static_cast<size_t>(width * width));
+      }
+    });
     for (Index wave_start = 0; wave_start < blocks; wave_start += slots) {
       const Index wave_blocks = std::min<Index>(slots, blocks - wave_start);
       parallel_for(slots, wave_blocks, [&](long slot, int) {
         BlockScratch<T>& s = scratch[static_cast<size_t>(slot)];
         const Index r0 = (wave_start + slot) * kBlockRows;
         const Index r1 = std::min(n, r0 + kBlockRows);
-        s.rows.resize(static_cast<size_t>(kBlockRows * width));
-        s.product.resize(static_cast<size_t>(width * width));
         s.sum.setZero(width);
         s.unit_sum.setZero(width);
         s.cosine_sum = 0.0;
         s.bad = false;
+        s.column_max.assign(static_cast<size_t>(width), T(0));
+        s.exponents.clear();
         for (Index i = r0; i < r1; ++i) {
           const Index r = rows ? rows[i] : i;
           T* z = s.rows.data() + (i - r0) * width;
@@ -226,20 +347,32 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
             return;
           }
         }
+        if (!block_in_range(s.column_max)) rescale_block(x, y, rows, r0, r1, dim_, pilot, s);
         blas::syrk_rows_upper(static_cast<int>(width), static_cast<int>(r1 - r0), s.rows.data(),
                               static_cast<int>(width), s.product.data(), static_cast<int>(width));
       });
       for (Index b = 0; b < wave_blocks; ++b)
         if (scratch[static_cast<size_t>(b)].bad) throw_bad_rows(x, y, track_unit_rows_);
 
-      // Fixed order: every element receives the blocks in block order, whoever adds them.
-      parallel_for(slots, width, [&](long col, int) {
-        double* target = scatter.data() + col * width;
-        for (Index b = 0; b < wave_blocks; ++b) {
-          const T* source = scratch[static_cast<size_t>(b)].product.data() + col * width;
-          for (Index i = 0; i <= col; ++i) target[i] += static_cast<double>(source[i]);
-        }
-      });
+      // Fixed order: every element receives the blocks in block order, whoever adds them. A
+      // rescaled block is scaled back exactly (powers of two) on the way into float64.
+      parallel_for(
+          slots, width,
+          [&](long col, int) {
+            double* target = direct ? shifted_scatter_.data() + col * width : delta_scatter.data() + col * (col + 1) / 2;
+            for (Index b = 0; b < wave_blocks; ++b) {
+              const BlockScratch<T>& sb = scratch[static_cast<size_t>(b)];
+              const T* source = sb.product.data() + col * width;
+              if (sb.exponents.empty()) {
+                for (Index i = 0; i <= col; ++i) target[i] += static_cast<double>(source[i]);
+              } else {
+                const int ec = sb.exponents[static_cast<size_t>(col)];
+                for (Index i = 0; i <= col; ++i)
+                  target[i] += std::ldexp(static_cast<double>(source[i]), sb.exponents[static_cast<size_t>(i)] + ec);
+              }
+            }
+          },
+          direct ? Stop::never : Stop::between_items);
       for (Index b = 0; b < wave_blocks; ++b) {
         const BlockScratch<T>& s = scratch[static_cast<size_t>(b)];
         sum += s.sum;
@@ -253,7 +386,11 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
   }
 
   if (!direct) {
-    shifted_scatter_.template triangularView<Eigen::Upper>() += delta_scatter;
+    for (Index col = 0; col < width; ++col) {
+      const double* source = delta_scatter.data() + col * (col + 1) / 2;
+      double* target = shifted_scatter_.data() + col * width;
+      for (Index i = 0; i <= col; ++i) target[i] += source[i];
+    }
     shifted_sum_ += delta_sum;
     unit_sum_ += delta_unit;
     matched_cosine_sum_ += delta_cosine;
@@ -271,7 +408,10 @@ template void Moments::update_rows<double>(const MatrixView<double>&, const Matr
 
 MomentsGroups::MomentsGroups(Index groups, Index dim, bool track_unit_rows) : dim_(dim) {
   if (groups < 1) throw std::invalid_argument("groups must be at least 1");
-  groups_.assign(static_cast<size_t>(groups), Moments(dim, track_unit_rows));
+  checked_dim(dim, groups + 1);
+  allocating("the states of " + std::to_string(groups) + " Moments(dim=" + std::to_string(dim) + ")",
+             static_cast<double>(groups) * Moments::state_bytes(dim),
+             [&] { groups_.assign(static_cast<size_t>(groups), Moments(dim, track_unit_rows)); });
 }
 
 template <class T>
@@ -326,6 +466,9 @@ void Moments::merge(const Moments& other) {
     *this = other;
     return;
   }
+  require_memory("Moments.merge at dim " + std::to_string(dim_) + " (two centred copies of the second moments)",
+                 2.0 * 8.0 * static_cast<double>(4 * dim_ * dim_),
+                 "use a smaller dim (e.g. project the embeddings with PCA) or a machine with more memory");
   // Chan et al.: combine centred scatters, then re-anchor the state at the joint mean.
   const double na = static_cast<double>(count_), nb = static_cast<double>(other.count_);
   const Eigen::VectorXd mean_a = mean(), mean_b = other.mean();

@@ -1,6 +1,7 @@
-"""Bad rows (NaN or Inf, or all zeros where a metric normalises): the one builder of their
-messages, with the wording and the number of rows listed taken from the C++ core, so a bad
-row reads the same whichever engine (CPU, GPU, Dask, a Python pass) found it::
+"""Bad rows (NaN or Inf; all zeros where a metric normalises; values too large or too small
+for float64 second moments or normalisation): the one builder of their messages, with the
+wording and the number of rows listed taken from the C++ core, so a bad row reads the same
+whichever engine (CPU, GPU, Dask, a Python pass) found it::
 
     images has non-finite values (NaN or Inf) in 2 rows: 3, 17; drop or repair those rows ...
 """
@@ -12,17 +13,30 @@ import numpy as np
 
 from fastsas import _core
 
-__all__ = ["BadRowCollector", "BadRows", "NON_FINITE", "SHOWN", "ZERO_NORM", "bad_rows_error", "listed_rows",
-           "refuse_non_finite_rows"]
+__all__ = ["BadRowCollector", "BadRows", "NON_FINITE", "SHOWN", "TOO_LARGE", "TOO_LARGE_TO_NORMALISE", "TOO_SMALL",
+           "ZERO_NORM", "bad_rows_error", "listed_rows", "refuse_non_finite_rows"]
 
 NON_FINITE: str = _core.NON_FINITE_ROWS  # "non-finite values (NaN or Inf)"
 ZERO_NORM: str = _core.ZERO_NORM_ROWS  # "zero-norm rows (no direction to normalise)"
+TOO_LARGE: str = _core.TOO_LARGE_ROWS  # "values too large for float64 second moments (...)"
+TOO_SMALL: str = _core.TOO_SMALL_ROWS  # "values too small for float64 second moments (...)"
+TOO_LARGE_TO_NORMALISE: str = _core.TOO_LARGE_TO_NORMALISE_ROWS  # "values too large to normalise in float64 (...)"
 SHOWN: int = _core.BAD_ROWS_SHOWN  # rows listed in a message
+
+# What to do about each problem (the zero-norm fix for any other).
+_RESCALE_FIX = "rescale the embeddings (multiply them by a power of ten) or drop those rows"
+_FIXES = {
+    NON_FINITE: "drop or repair those rows before computing alignment metrics",
+    TOO_LARGE: _RESCALE_FIX,
+    TOO_SMALL: _RESCALE_FIX,
+    TOO_LARGE_TO_NORMALISE: _RESCALE_FIX,
+}
+_ZERO_NORM_FIX = "remove those rows (an embedding of all zeros usually means a failed encoder call)"
 
 
 class BadRows(ValueError):
     """A finding in the shape of the core's ``BadRowsError``: `input` ("x" or "y"), `problem`
-    (:data:`NON_FINITE`, :data:`ZERO_NORM`), the first rows (at most :data:`SHOWN`) and the
+    (:data:`NON_FINITE`, :data:`ZERO_NORM`, :data:`TOO_LARGE`, ...), the first rows (at most :data:`SHOWN`) and the
     total; raised by the Python and GPU passes, re-worded by :func:`bad_rows_error`."""
 
     def __init__(self, input: str, problem: str, rows: Sequence[int], total: int):
@@ -47,8 +61,7 @@ def bad_rows_error(exc: Any, names: Mapping[str, str], *, offset: int = 0, suffi
     rows = [int(r) + offset for r in exc.rows]
     noun = "row" if exc.total == 1 else "rows"
     if fix is None:
-        fix = ("drop or repair those rows before computing alignment metrics" if "non-finite" in exc.problem
-               else "remove those rows (an embedding of all zeros usually means a failed encoder call)")
+        fix = _FIXES.get(exc.problem, _ZERO_NORM_FIX)
     err = ValueError(f"{name} has {exc.problem} in {exc.total} {noun}: {listed_rows(rows, exc.total)}{suffix}; {fix}")
     err.rows = rows  # type: ignore[attr-defined]
     err.input = name  # type: ignore[attr-defined]

@@ -83,13 +83,14 @@ def retrieval_backend(backend: Any, images: Any, texts: Any, return_topk: int) -
 
 
 def as_engine_pair(kind: str, images: Any, texts: Any, names: tuple[str, str] = ("images", "texts"), *,
-                   min_rows: int = 2, paired: bool = True) -> tuple[Any, Any]:
+                   min_rows: int = 2, paired: bool = True, integers: bool = False) -> tuple[Any, Any]:
     """The validated inputs for engine `kind`: NumPy arrays (:func:`fastsas._validate.as_pair`),
     or on the GPU, device inputs as CuPy views in place (host inputs stay on the host and are
-    streamed by the GPU engine). Same checks and messages either way."""
+    streamed by the GPU engine). Same checks and messages either way; `integers` (retrieval)
+    also takes int8 / uint8 / bool embeddings, as float32 (:func:`fastsas._validate.computed_dtype`)."""
     if kind == "cuda" and (is_device_array(images) or is_device_array(texts)):
-        return _gpu()._arrays.device_pair(images, texts, names, min_rows=min_rows, paired=paired)
-    return as_pair(images, texts, names, min_rows=min_rows, paired=paired)
+        return _gpu()._arrays.device_pair(images, texts, names, min_rows=min_rows, paired=paired, integers=integers)
+    return as_pair(images, texts, names, min_rows=min_rows, paired=paired, integers=integers)
 
 
 def accumulate(kind: str, x: Any, y: Any, names: tuple[str, str], track_unit_rows: bool,
@@ -121,20 +122,29 @@ def accumulate_chunks(chunks: Iterable[tuple[Any, Any]], dim: int | None, track_
 
 
 def retrieval_ranks(kind: str, x: Any, y: Any, image_codes: np.ndarray | None, text_codes: np.ndarray | None, *,
-                    tile_rows: int, tile_cols: int, threads: int, topk: int) -> dict[str, np.ndarray]:
-    """Every query's rank (0: no match) both ways, ``image_ranks`` and ``text_ranks``; with
-    `topk` also ``image_topk``, ``image_topk_sim``, ``text_topk``, ``text_topk_sim``
-    (CPU only)."""
+                    tile_rows: int, tile_cols: int, threads: int, topk: int,
+                    precision: str = "auto") -> dict[str, Any]:
+    """Every query's rank (0: no match) both ways, ``image_ranks`` and ``text_ranks``, and how
+    the tiles were computed: ``precision`` (the tile precision that ran), ``screened`` (tile
+    entries) and ``rechecked`` (entries re-decided exactly); with `topk` also ``image_topk``,
+    ``image_topk_sim``, ``text_topk``, ``text_topk_sim`` (CPU only). `precision` chooses the
+    CPU engine's tile precision (a name of ``_core.RETRIEVAL_PRECISIONS``; the GPU takes
+    "auto" only)."""
     if kind == "cuda":
         if topk:
             raise ValueError("return_topk is only available with backend='cpu' (the GPU backend computes ranks "
                              "only); pass backend='cpu' to get the top-k lists")
+        if precision != "auto":
+            raise ValueError(f"precision={precision!r} applies to the CPU engine; the GPU backend screens its "
+                             "tiles in fp16 (pass backend='cpu' to choose the CPU tile precision)")
+        stats: dict = {}
         ranks = _gpu().retrieval.retrieval_ranks(x, y, image_codes, text_codes,
-                                                 tile=(tile_rows, tile_cols) if tile_rows else None)
-        return {"image_ranks": ranks[0], "text_ranks": ranks[1]}
+                                                 tile=(tile_rows, tile_cols) if tile_rows else None, stats=stats)
+        return {"image_ranks": ranks[0], "text_ranks": ranks[1], "precision": stats["precision"],
+                "screened": int(x.shape[0]) * int(y.shape[0]), "rechecked": stats["rechecked"]}
     try:
         return _core.retrieval(x, y, image_codes=image_codes, text_codes=text_codes, tile_rows=tile_rows,
-                               tile_cols=tile_cols, threads=threads, topk=topk)
+                               tile_cols=tile_cols, threads=threads, topk=topk, precision=precision)
     except _core.BadRowsError as exc:
         raise bad_rows_error(exc, {"x": "images", "y": "texts"}) from None
 

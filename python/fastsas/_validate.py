@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 
 _FLOATS = (np.float32, np.float64)
+# Integer embeddings that retrieval takes (sign/binary codes, int8 quantisation): their values
+# are exact in float32, and rows of integers compare by their exact rational cosines.
+INTEGER_EMBEDDINGS = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.bool_))
 
 _threads: int | None = None
 
@@ -84,8 +87,9 @@ def check_int(value: Any, name: str, *, low: int | None = 1, high: int | None = 
     return int(value)
 
 
-def as_embeddings(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:
-    """A 2-D float32/float64 array view of `x` (float16 is converted to float32 once).
+def as_embeddings(x: Any, name: str, *, min_rows: int = 2, integers: bool = False) -> np.ndarray:
+    """A 2-D float32/float64 array view of `x` (float16 is converted to float32 once; with
+    `integers`, int8 / uint8 / bool too: see :func:`computed_dtype`).
 
     Memory layout is kept as it is (C, Fortran or strided): the core reads any strides.
     """
@@ -102,28 +106,30 @@ def as_embeddings(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:
             arr = np.asarray(x)
         except Exception as exc:  # noqa: BLE001 - report any conversion failure the same way
             raise TypeError(f"{name} must be a 2-D array of floats; could not convert it: {exc}") from exc
-    target = computed_dtype(arr.dtype, name)
+    target = computed_dtype(arr.dtype, name, integers=integers)
     if arr.dtype != target:
         arr = arr.astype(target)
     check_matrix_shape(arr.shape, name, min_rows)
     return arr
 
 
-def computed_dtype(dtype: Any, name: str, array_module: str = "np") -> np.dtype:
+def computed_dtype(dtype: Any, name: str, array_module: str = "np", *, integers: bool = False) -> np.dtype:
     """The dtype embeddings of `dtype` are computed in (host and device arrays alike), the
     one policy of every input (arrays, files, stores, chunks of a source): float32 and
     float64 as they are, in native byte order (big-endian '>f4' and '>f8' are converted
-    once), float16 as float32 (converted once); anything else is refused with a TypeError
-    naming `name` (`array_module` is the prefix of the fix shown). A pair of two precisions
-    is computed in float64 (:func:`match_pair`)."""
+    once), float16 as float32 (converted once); with `integers` (retrieval only: quantised
+    and binary embeddings) also int8 / uint8 / bool as float32, exactly. Anything else is
+    refused with a TypeError naming `name` (`array_module` is the prefix of the fix shown).
+    A pair of two precisions is computed in float64 (:func:`match_pair`)."""
     dtype = np.dtype(dtype)
-    if dtype.type == np.float16:
+    if dtype.type == np.float16 or (integers and dtype in INTEGER_EMBEDDINGS):
         return np.dtype(np.float32)
     if dtype.type in _FLOATS:
         return dtype.newbyteorder("=")
     kind = {"i": "integer", "u": "unsigned integer", "b": "boolean", "c": "complex", "O": "object"}.get(
         dtype.kind, str(dtype))
-    raise TypeError(f"{name} must hold float16, float32 or float64 values, got {kind} dtype {dtype}; "
+    also = " (or int8, uint8 or bool: quantised embeddings)" if integers else ""
+    raise TypeError(f"{name} must hold float16, float32 or float64 values{also}, got {kind} dtype {dtype}; "
                     f"convert it first, e.g. {name}.astype({array_module}.float32)")
 
 
@@ -160,11 +166,12 @@ def match_pair(x: Any, y: Any, names: tuple[str, str] = ("images", "texts"), *, 
 
 
 def as_pair(images: Any, texts: Any, names: tuple[str, str] = ("images", "texts"), *, min_rows: int = 2,
-            paired: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            paired: bool = True, integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Validated 2-D float arrays of one dtype (float32 only when both are float32), paired
-    row by row unless `paired` is False (retrieval galleries, the two sets of MMD)."""
-    x = as_embeddings(images, names[0], min_rows=min_rows)
-    y = as_embeddings(texts, names[1], min_rows=min_rows)
+    row by row unless `paired` is False (retrieval galleries, the two sets of MMD);
+    `integers` as :func:`computed_dtype`."""
+    x = as_embeddings(images, names[0], min_rows=min_rows, integers=integers)
+    y = as_embeddings(texts, names[1], min_rows=min_rows, integers=integers)
     return match_pair(x, y, names, paired=paired)
 
 

@@ -40,7 +40,9 @@ _RAISES = """    Raises
         When an input is not an array of floats.
     ValueError
         When the shapes do not pair, there are fewer than 2 rows, or a row holds NaN or Inf
-        (or is all zeros where rows are normalised); the message names the rows.
+        (or is all zeros where rows are normalised, or too large or too small for float64);
+        the message names the rows. Also when the metric is undefined for these embeddings
+        (e.g. CKA or SVCCA when a modality has no variance); the message says why.
     RuntimeError
         When ``backend="cuda"`` and no GPU is usable."""
 
@@ -161,13 +163,13 @@ $raises
     if variant not in ("symmetric", "paper"):
         raise ValueError(f'variant must be "symmetric" or "paper", got {variant!r}')
     m, kind = _moments(images, texts, ("images", "texts"), True, threads, backend)
-    return Metric(m.analysis()["rmg" if variant == "symmetric" else "rmg_paper"], kind)
+    return Metric(m._defined("rmg" if variant == "symmetric" else "rmg_paper"), kind)
 
 
 def _scalar(key: str, summary: str, example: str):
     def metric(images: Any, texts: Any, *, threads: int | None = None, backend: str = "auto") -> float:
         m, kind = _moments(images, texts, ("images", "texts"), True, threads, backend)
-        return Metric(m.analysis()[key], kind)
+        return Metric(m._defined(key), kind)
 
     metric.__name__ = metric.__qualname__ = key
     metric.__doc__ = f"""{summary}
@@ -203,6 +205,9 @@ svcca = _scalar(
     "svcca",
     "SVCCA: the mean of the canonical correlations of the top-10 principal subspaces of the\n"
     "    z-scored modalities (capped at min(10, d, n - 1) pairs), computed exactly from the moments.\n\n"
+    "    Constant columns contribute nothing and principal directions without variance are not\n"
+    "    kept, so rank-deficient input (few rows, repeated rows or columns) averages fewer\n"
+    "    canonical pairs; ValueError when a modality has no variance at all.\n\n"
     "    The SAS paper's code takes the top-10 subspaces from a randomized SVD without\n"
     "    oversampling; its values are noisy and biased, so fastsas does not reproduce them\n"
     "    (docs/definitions.md).",

@@ -297,6 +297,16 @@ class Moments:
                 raise ValueError(f"cannot analyse these moments: {exc}") from None
         return self._analysis
 
+    def _defined(self, key: str) -> float:
+        """One metric of the analysis, or ValueError saying why these moments leave it undefined
+        (CKA and SVCCA for a modality without variance, the centroid cosine for a zero mean,
+        CORAL beyond the float64 range: docs/definitions.md)."""
+        a = self.analysis()
+        reason = a["undefined"].get(key)
+        if reason is not None:
+            raise ValueError(f"{key} is undefined for these embeddings: {reason}")
+        return float(a[key])
+
     def spectral_profile(self, direction: str = "i2t") -> SpectralProfile:
         """Per-mode profile of SAS(I->T) (`"i2t"`, anchor images) or SAS(T->I) (`"t2i"`)."""
         if direction not in ("i2t", "t2i"):
@@ -339,7 +349,7 @@ class Moments:
             "sas_imbalance": i2t - t2i,
         }
         for key in ALIGNMENT_KEYS[4:]:
-            out[key] = float(a[key])
+            out[key] = self._defined(key)
         out["n"] = int(self.n)
         out["topq"] = q
         return out

@@ -38,6 +38,9 @@ __all__ = [
 
 _RHO_EPS = 1e-8   # docs/definitions.md SAS step 3
 _STD_EPS = 1e-8   # docs/definitions.md SVCCA z-scoring
+# SVCCA: principal directions of the z-scored data with squared singular value at most this
+# fraction of the largest are null and not kept (docs/definitions.md, "Covariance family", SVCCA).
+_SVCCA_NULL = 1e-5
 
 
 # --------------------------------------------------------------------------- helpers
@@ -64,7 +67,7 @@ def _pair(X, Y, min_rows=2):
 
 def _unit_rows(A, name):
     """Rows divided by their L2 norm (x-hat); ValueError on a zero-norm row."""
-    norms = np.linalg.norm(A, axis=1)
+    norms = _norm(A, axis=1)
     bad = np.flatnonzero(norms == 0.0)
     if bad.size:
         raise ValueError(f"{name} has zero-norm rows (first: row {bad[0]}); cannot normalise")
@@ -73,6 +76,24 @@ def _unit_rows(A, name):
 
 def _centre(A):
     return A - A.mean(axis=0)
+
+
+def _norm(a, axis=None):
+    """L2 / Frobenius norm that neither overflows nor underflows: scaled by the largest
+    magnitude first (the norm is homogeneous)."""
+    a = np.asarray(a, dtype=np.float64)
+    top = np.max(np.abs(a), axis=axis, keepdims=True) if a.size else np.zeros((1,) * a.ndim)
+    safe = np.where(top > 0, top, 1.0)
+    out = safe * np.sqrt(np.sum((a / safe) ** 2, axis=axis, keepdims=True))
+    out = np.where(top > 0, out, 0.0)
+    return float(out.item()) if axis is None else np.squeeze(out, axis=axis)
+
+
+def _unit_scale(A):
+    """A divided by its largest magnitude (1 for a zero matrix): a scale-free copy for the
+    metrics that do not depend on scale, so their products cannot overflow or underflow."""
+    top = np.max(np.abs(A))
+    return A / top if top > 0 else A
 
 
 # --------------------------------------------------------------------------- SAS
@@ -107,7 +128,8 @@ def spectral_profile(A, B):
     l, V = _eig_desc(Ca)
     a = np.einsum("ik,ij,jk->k", V, Cab, V)
     s = np.einsum("ik,ij,jk->k", V, Cb, V)
-    rho = a / np.sqrt(l * s + _RHO_EPS)
+    # sqrt(l s + 1e-8) written so that l s cannot overflow for large inputs
+    rho = a / np.hypot(np.sqrt(l) * np.sqrt(s), np.sqrt(_RHO_EPS))
     return {"eigenvalues": l, "a": a, "s": s, "rho": rho}
 
 
@@ -122,8 +144,11 @@ def _sas_from_profile(l, rho, q):
     """docs/definitions.md SAS steps 4-5 (threshold, weighted mean, clip)."""
     t = np.quantile(l, 1.0 - q)            # NumPy default method: linear
     keep = l >= t
+    # the weights l_k / sum l_k, from l relative to its largest kept value (no underflow of
+    # l_k |rho_k| for tiny inputs)
+    w = l[keep] / l[keep].max() if l[keep].size and l[keep].max() > 0 else l[keep]
     with np.errstate(invalid="ignore", divide="ignore"):
-        val = np.sum(l[keep] * np.abs(rho[keep])) / np.sum(l[keep])
+        val = np.sum(w * np.abs(rho[keep])) / np.sum(w)
     return float(np.clip(val, 0.0, 1.0))
 
 
@@ -171,7 +196,8 @@ def cka(X, Y):
     X, Y: (n, d). ``||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)``.
     """
     X, Y = _pair(X, Y)
-    Xc, Yc = _centre(X), _centre(Y)
+    # CKA does not change when X or Y is scaled: compute it on scale-free copies.
+    Xc, Yc = _unit_scale(_centre(X)), _unit_scale(_centre(Y))
     num = np.linalg.norm(Xc.T @ Yc, "fro") ** 2
     den = np.linalg.norm(Xc.T @ Xc, "fro") * np.linalg.norm(Yc.T @ Yc, "fro")
     return float(num / den)
@@ -186,22 +212,27 @@ def coral(X, Y):
     n = X.shape[0]
     Xc, Yc = _centre(X), _centre(Y)
     Sx, Sy = Xc.T @ Xc / (n - 1), Yc.T @ Yc / (n - 1)
-    return float(np.linalg.norm(Sx - Sy, "fro"))
+    return _norm(Sx - Sy)
 
 
 def _zscore(A):
-    return (A - A.mean(axis=0)) / (A.std(axis=0, ddof=1) + _STD_EPS)
+    """z-scored columns; a constant column (all values equal) is 0: it contributes nothing."""
+    z = (A - A.mean(axis=0)) / (A.std(axis=0, ddof=1) + _STD_EPS)
+    return np.where(np.ptp(A, axis=0) == 0, 0.0, z)
 
 
 def svcca(X, Y, cca_dim=10):
     """SVCCA with an exact SVD and exact CCA, docs/definitions.md Covariance family.
 
-    X, Y: (n, d). Steps: z-score every column, ``z = (x - mean) / (std_ddof1 + 1e-8)``;
-    per modality the top-k principal directions are the top-k right singular vectors
-    of the z-scored matrix (full, exact ``numpy.linalg.svd``); each modality's z-scored
-    data is projected onto its own k directions; the canonical correlations of the two
-    (n, k) projections are the singular values of ``Qx^T Qy`` (reduced QR of the centred
-    projections); SVCCA = their mean.
+    X, Y: (n, d). Steps: z-score every column, ``z = (x - mean) / (std_ddof1 + 1e-8)`` (a
+    constant column is 0); per modality the top-k principal directions are the top-k right
+    singular vectors of the z-scored matrix (full, exact ``numpy.linalg.svd``), keeping only
+    those whose squared singular value exceeds 1e-5 times the largest (the others are null:
+    the data has no variance along them); each modality's z-scored data is projected onto its
+    kept directions (kx and ky of them); the canonical correlations of the two projections are
+    the singular values of ``Qx^T Qy`` (reduced QR of the centred projections), min(kx, ky) of
+    them, each clipped to [0, 1]; SVCCA = their mean. ValueError when a modality has no
+    variance at all.
 
     ``k = min(cca_dim, d, n - 1)``: with fewer than ``cca_dim + 1`` rows or fewer than
     ``cca_dim`` dims only that many canonical pairs exist (centred data has rank at
@@ -215,22 +246,25 @@ def svcca(X, Y, cca_dim=10):
     n, d = X.shape
     k = min(cca_dim, d, n - 1)
 
-    def project(A):
+    def project(A, name):
         Z = _zscore(A)
-        _, _, Vt = np.linalg.svd(Z, full_matrices=False)
-        return Z @ Vt[:k].T                        # (n, k)
+        _, S, Vt = np.linalg.svd(_unit_scale(Z), full_matrices=False)
+        kept = int(np.count_nonzero(S[:k] ** 2 > _SVCCA_NULL * S[0] ** 2)) if S.size and S[0] > 0 else 0
+        if kept == 0:
+            raise ValueError(f"svcca: {name} has zero variance in every column")
+        return Z @ Vt[:kept].T                     # (n, kept)
 
-    Px, Py = project(X), project(Y)
-    Qx, _ = np.linalg.qr(_centre(Px), mode="reduced")
-    Qy, _ = np.linalg.qr(_centre(Py), mode="reduced")
-    corr = np.linalg.svd(Qx.T @ Qy, compute_uv=False)
+    Px, Py = project(X, "X"), project(Y, "Y")
+    Qx, _ = np.linalg.qr(_unit_scale(_centre(Px)), mode="reduced")
+    Qy, _ = np.linalg.qr(_unit_scale(_centre(Py)), mode="reduced")
+    corr = np.clip(np.linalg.svd(Qx.T @ Qy, compute_uv=False), 0.0, 1.0)
     return float(np.mean(corr))
 
 
 def centroid_euclidean(X, Y):
     """``||mean(X) - mean(Y)||_2``. X, Y: (n, d). docs/definitions.md Covariance family."""
     X, Y = _pair(X, Y)
-    return float(np.linalg.norm(X.mean(axis=0) - Y.mean(axis=0)))
+    return _norm(X.mean(axis=0) - Y.mean(axis=0))
 
 
 def centroid_cosine(X, Y):
@@ -240,10 +274,10 @@ def centroid_cosine(X, Y):
     """
     X, Y = _pair(X, Y)
     mx, my = X.mean(axis=0), Y.mean(axis=0)
-    nx, ny = np.linalg.norm(mx), np.linalg.norm(my)
+    nx, ny = _norm(mx), _norm(my)
     if nx == 0.0 or ny == 0.0:
         raise ValueError("centroid_cosine: a mean vector is zero; cosine undefined")
-    return float(1.0 - (mx @ my) / (nx * ny))
+    return float(1.0 - (mx / nx) @ (my / ny))
 
 
 # --------------------------------------------------------------------------- pairwise family
@@ -272,7 +306,8 @@ def rmg(X, Y, variant="symmetric"):
       variant reproduces its published numbers.
 
     Note: implemented literally as docs/definitions.md writes it, i.e. Dx, Dy, Sx are sums over
-    i < j (n(n-1)/2 pairs) while the divisor is 2 n (n-1).
+    i < j (n(n-1)/2 pairs) while the divisor is 2 n (n-1). A gap m within 16 float64 roundoffs
+    of 0 is no gap: RMG = 0 (also where nothing varies, 0 / 0).
     """
     X, Y = _pair(X, Y)
     if variant not in ("symmetric", "paper"):
@@ -280,6 +315,8 @@ def rmg(X, Y, variant="symmetric"):
     n = X.shape[0]
     Xn, Yn = _unit_rows(X, "X"), _unit_rows(Y, "Y")
     m = float(np.mean(1.0 - np.sum(Xn * Yn, axis=1)))
+    if m <= 16 * np.finfo(np.float64).eps:  # a gap within the rounding of the cosines is no gap
+        return 0.0
     iu = np.triu_indices(n, k=1)
     Gx, Gy = (Xn @ Xn.T)[iu], (Yn @ Yn.T)[iu]
     Dx, Dy, Sx = np.sum(1.0 - Gx), np.sum(1.0 - Gy), np.sum(Gx)
@@ -340,13 +377,16 @@ def alignment(X, Y, q=0.1):
 
 
 # --------------------------------------------------------------------------- MMD
-def _sq_dists(A, B, block=1 << 22):
-    """(na, nb) squared Euclidean distances from explicit differences (no cancellation)."""
+def _sq_dists(A, B, block=1 << 22, scale=1.0):
+    """(na, nb) squared Euclidean distances of A / scale and B / scale from explicit
+    differences (no cancellation; each difference is divided before it is squared, so a tiny
+    scale overflows to inf, never to NaN)."""
     out = np.empty((A.shape[0], B.shape[0]))
     rows = max(1, block // max(1, B.shape[0] * A.shape[1]))
-    for i in range(0, A.shape[0], rows):
-        diff = A[i:i + rows, None, :] - B[None, :, :]
-        out[i:i + rows] = np.einsum("ijk,ijk->ij", diff, diff)
+    with np.errstate(over="ignore"):
+        for i in range(0, A.shape[0], rows):
+            diff = (A[i:i + rows, None, :] - B[None, :, :]) / scale
+            out[i:i + rows] = np.einsum("ijk,ijk->ij", diff, diff)
     return np.maximum(out, 0.0)
 
 
@@ -364,10 +404,10 @@ def mmd(x, y, sigma=10.0):
     sigma = float(sigma)
     if not sigma > 0.0:
         raise ValueError(f"sigma must be > 0; got {sigma}")
-    g = 1.0 / (2.0 * sigma * sigma)
-    kxx = np.exp(-g * _sq_dists(x, x)).mean()
-    kyy = np.exp(-g * _sq_dists(y, y)).mean()
-    kxy = np.exp(-g * _sq_dists(x, y)).mean()
+    # ||a - b||^2 / (2 sigma^2) as ||(a - b) / sigma||^2 / 2: no overflow of 1 / sigma^2
+    kxx = np.exp(-0.5 * _sq_dists(x, x, scale=sigma)).mean()
+    kyy = np.exp(-0.5 * _sq_dists(y, y, scale=sigma)).mean()
+    kxy = np.exp(-0.5 * _sq_dists(x, y, scale=sigma)).mean()
     return float(100.0 * (kxx + kyy - 2.0 * kxy))
 
 

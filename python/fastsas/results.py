@@ -1,9 +1,9 @@
 """The result types of the one-call metrics: a number or a dict of numbers that also says
 which engine computed it (``.backend``: "cpu" or "cuda").
 
-``.backend`` is an attribute, not a key, so code that treats every value as a number
-(reports, tables, ``float(...)``, the alignment dict's keys) sees exactly the plain float or
-dict; both pickle with their backend.
+``.backend`` (and a retrieval's ``.screen``) is an attribute, not a key, so code that treats
+every value as a number (reports, tables, ``float(...)``, the alignment dict's keys) sees
+exactly the plain float or dict; both pickle with their attributes.
 
 Results of the larger computations are their own documented types:
 :class:`fastsas.audit.AuditResult`, :class:`fastsas.gap.GapSweep` (and :class:`~fastsas.gap.GapPoint`),
@@ -51,7 +51,8 @@ class Metric(float):
 
 class Metrics(dict):
     """A dict of metrics (the keys of the function that returned it) that also says which
-    backend computed them; ``dict(result)`` and JSON see the keys only.
+    backend computed them and, for a retrieval, how its similarity tiles were computed;
+    ``dict(result)`` and JSON see the keys only.
 
     Parameters
     ----------
@@ -59,24 +60,35 @@ class Metrics(dict):
         The metrics.
     backend : str, default "cpu"
         "cpu" or "cuda", kept as ``.backend``.
+    screen : dict or None, default None
+        Kept as ``.screen``: for :func:`fastsas.retrieval`, ``precision`` (the tile precision
+        that ran: "float32", "bfloat16", "int8" on the CPU, the GPU's tile format on the GPU),
+        ``screened`` (tile entries, n_images x n_texts) and ``rechecked`` (entries inside the
+        proven band, re-decided exactly; the band occupancy is rechecked / screened). None
+        for results computed without tiles.
 
     Examples
     --------
     >>> import fastsas as fs
     >>> x, y = fs.synthetic.paired_embeddings(500, 16, seed=0)
     >>> result = fs.alignment(x, y, backend="cpu")
-    >>> result.backend, round(result["sas_i2t"], 3) == round(fs.sas(x, y), 3)
-    ('cpu', True)
+    >>> result.backend, round(result["sas_i2t"], 3) == round(fs.sas(x, y), 3), result.screen
+    ('cpu', True, None)
+    >>> r = fs.retrieval(x, y, backend="cpu")
+    >>> r.screen["screened"], 0 <= r.screen["rechecked"] <= r.screen["screened"]
+    (250000, True)
     """
 
     backend: str
+    screen: dict | None
 
-    def __init__(self, values: Any = (), backend: str = "cpu"):
+    def __init__(self, values: Any = (), backend: str = "cpu", screen: Mapping[str, Any] | None = None):
         super().__init__(values)
         self.backend = backend
+        self.screen = None if screen is None else dict(screen)
 
     def __reduce__(self):
-        return (Metrics, (dict(self), self.backend))
+        return (Metrics, (dict(self), self.backend, self.screen))
 
 
 def to_python(value: Any) -> Any:

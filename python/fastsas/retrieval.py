@@ -6,12 +6,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fastsas import _dispatch
+from fastsas import _core, _dispatch
 from fastsas._labels import encode_ids
-from fastsas._validate import check_int, check_ks, resolve_threads
+from fastsas._validate import as_embeddings, check_int, check_ks, resolve_threads
 from fastsas.results import Metrics
 
-__all__ = ["ground_truth_codes", "rank_summary", "retrieval"]
+__all__ = ["PRECISIONS", "QUANTISATIONS", "ground_truth_codes", "quantisation_cost", "quantise", "rank_summary",
+           "retrieval"]
+
+# Tile precisions of the CPU engine (named by the core): "auto" picks the fastest exact one
+# for the data and the CPU; "float32" is the GEMM in the input's own precision (float64 input
+# keeps float64); "bfloat16" and "int8" screen the tiles on CPUs with AVX512_BF16 / AVX512_VNNI.
+PRECISIONS = tuple(_core.RETRIEVAL_PRECISIONS)
+
+
+def _check_precision(precision: Any) -> str:
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    return precision
 
 
 def _check_tile(tile: Any) -> tuple[int, int]:
@@ -90,6 +102,7 @@ def retrieval(
     threads: int | None = None,
     tile: int | tuple[int, int] | None = None,
     backend: str = "auto",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Exact bidirectional cosine retrieval: R@k, rSum, median / mean rank and MRR
     (docs/definitions.md, "Retrieval"), streamed through tiles: never an n x m matrix.
@@ -98,9 +111,14 @@ def retrieval(
     ----------
     images : array_like, shape (n_images, d)
         float16/32/64 image embeddings (float32 and float64 are computed in their own
-        precision without a copy; mixed precisions in float64). Rows are L2-normalised;
-        zero-norm and non-finite rows are refused, naming them. With the GPU backend also
-        CuPy arrays or torch CUDA tensors.
+        precision without a copy; mixed precisions in float64), or int8 / uint8 / bool
+        (quantised or binary embeddings, converted to float32 exactly). Rows are
+        L2-normalised; zero-norm and non-finite rows are refused, naming them. Rows whose
+        coordinates are all integers, whatever the dtype, are compared by their exact
+        rational cosines wherever rounding could decide otherwise, so mathematically equal
+        cosines tie (docs/definitions.md, "Exact ties of integer-valued rows");
+        :func:`quantisation_cost` measures what quantising embeddings costs in retrieval.
+        With the GPU backend also CuPy arrays or torch CUDA tensors.
     texts : array_like, shape (n_texts, d)
         The text embeddings, likewise.
     image_ids, text_ids : array_like or None
@@ -124,6 +142,15 @@ def retrieval(
         The engine. On the GPU the tiles are fp16 GEMMs with float32 accumulation and every
         pair within the proven rounding band of a threshold is re-decided exactly, so the
         ranks are the CPU engine's (fastsas.gpu.retrieval explains the bound).
+    precision : {"auto", "float32", "bfloat16", "int8"}, default "auto"
+        The format the CPU engine computes the similarity tiles in; the ranks are the same
+        in every one. "auto" takes the fastest exact path for the data and the CPU;
+        "float32" the GEMM in the input's own precision (float64 input keeps float64);
+        "bfloat16" (AVX512_BF16) and "int8" (AVX512_VNNI) screen the tiles in that format,
+        decide every pair outside a proven error bound from the screened value and re-decide
+        the pairs inside it with the exact similarity (docs/definitions.md, "Reduced-precision
+        screening"). ``return_topk`` needs "auto" or "float32" (its similarities are tile
+        values); the GPU backend takes "auto" only (it screens in fp16).
 
     Returns
     -------
@@ -138,6 +165,9 @@ def retrieval(
         `return_topk` = k also ``i2t_topk`` (n_images, k) text rows (best first, ties by the
         smaller row), ``i2t_topk_sim`` their similarities, and ``t2i_topk``,
         ``t2i_topk_sim`` (n_texts, k), padded with -1 / NaN when the gallery is smaller.
+        ``.screen`` says how the tiles were computed: ``precision`` (the one that ran),
+        ``screened`` (tile entries, n_images x n_texts) and ``rechecked`` (entries inside the
+        proven band, re-decided exactly).
 
     Raises
     ------
@@ -145,7 +175,8 @@ def retrieval(
         When an input is not an array of floats, or ids are not hashable.
     ValueError
         When the dims differ, the ids do not fit the rows or match nothing, a k is too
-        large, a row is non-finite or zero, or ``return_topk`` is asked of the GPU.
+        large, a row is non-finite or zero, ``return_topk`` is asked of the GPU, or
+        ``precision`` is unknown, needs instructions this CPU lacks, or is asked of the GPU.
     RuntimeError
         When ``backend="cuda"`` and no GPU is usable.
 
@@ -168,15 +199,17 @@ def retrieval(
     (1000, 1.0)
     """
     kind = _dispatch.retrieval_backend(backend, images, texts, return_topk)
-    x, y = _dispatch.as_engine_pair(kind, images, texts, min_rows=1, paired=False)
+    x, y = _dispatch.as_engine_pair(kind, images, texts, min_rows=1, paired=False, integers=True)
     n_images, n_texts = int(x.shape[0]), int(y.shape[0])
     icodes, tcodes = ground_truth_codes(image_ids, text_ids, n_images, n_texts)
     ks = check_ks(ks, n_images, n_texts)
     return_topk = check_int(return_topk, "return_topk", low=0)
     tile_rows, tile_cols = _check_tile(tile)
     core = _dispatch.retrieval_ranks(kind, x, y, icodes, tcodes, tile_rows=tile_rows, tile_cols=tile_cols,
-                                     threads=resolve_threads(threads), topk=return_topk)
-    out = Metrics(rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks), kind)
+                                     threads=resolve_threads(threads), topk=return_topk,
+                                     precision=_check_precision(precision))
+    screen = {key: core[key] for key in ("precision", "screened", "rechecked")}
+    out = Metrics(rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks), kind, screen=screen)
     if return_topk:
         out["i2t_topk"] = core["image_topk"]
         out["i2t_topk_sim"] = core["image_topk_sim"]
@@ -228,4 +261,101 @@ def rank_summary(image_ranks: np.ndarray, text_ranks: np.ndarray, ks: tuple[int,
             out[f"{name}_ranks"] = r
             out[f"{name}_queries"] = queries.astype(np.int64)
     out["rsum"] = float(100.0 * sum(out[f"i2t_r{k}"] + out[f"t2i_r{k}"] for k in ks))
+    return out
+
+
+# The quantisations quantise() knows.
+QUANTISATIONS = ("binary", "int8")
+
+
+def quantise(embeddings: Any, scheme: str) -> np.ndarray:
+    """A quantised copy of float embeddings, as int8 rows that :func:`retrieval` takes as they
+    are (rows of integers: exact ties).
+
+    Parameters
+    ----------
+    embeddings : array_like, shape (n, d)
+        float16/32/64 embeddings.
+    scheme : {"binary", "int8"}
+        "binary": the sign of each coordinate, as -1 / +1 (cosines of such codes are
+        1 - 2 Hamming / d); "int8": each row scaled by 127 / max |coordinate| and rounded
+        (cosines do not depend on the per-row scale).
+
+    Returns
+    -------
+    ndarray, shape (n, d), int8
+        The quantised rows.
+
+    Raises
+    ------
+    TypeError
+        When `embeddings` is not an array of floats.
+    ValueError
+        When `embeddings` is not 2-D or `scheme` is unknown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsas.retrieval import quantise
+    >>> row = np.array([[0.5, -0.25, 0.0]])
+    >>> quantise(row, "binary").tolist(), quantise(row, "int8").tolist()
+    ([[1, -1, 1]], [[127, -64, 0]])
+    """
+    x = as_embeddings(embeddings, "embeddings", min_rows=1).astype(np.float64, copy=False)
+    if scheme == "binary":
+        return np.where(x >= 0, 1, -1).astype(np.int8)
+    if scheme == "int8":
+        top = np.abs(x).max(axis=1, keepdims=True)
+        top[top == 0] = 1.0
+        return np.clip(np.rint(x * (127.0 / top)), -127, 127).astype(np.int8)
+    raise ValueError(f"scheme must be one of {QUANTISATIONS}, got {scheme!r}")
+
+
+def quantisation_cost(images: Any, texts: Any, image_ids: Any = None, text_ids: Any = None,
+                      ks: Sequence[int] = (1, 5, 10), schemes: Sequence[str] = QUANTISATIONS,
+                      **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """What quantising the embeddings costs in retrieval: R@k, MRR, rSum and median rank of
+    the float embeddings beside the same pairs quantised (:func:`quantise`), all exact.
+
+    Parameters
+    ----------
+    images, texts, image_ids, text_ids, ks
+        As :func:`retrieval`.
+    schemes : sequence of str, default ("binary", "int8")
+        The quantisations to compare.
+    **kwargs
+        Passed to :func:`retrieval` (threads, tile, precision, backend, ...).
+
+    Returns
+    -------
+    dict
+        ``"float"`` and one entry per scheme, each :func:`retrieval`'s summary (without rank
+        arrays); each scheme's entry also has ``i2t_ranks_changed`` / ``t2i_ranks_changed``,
+        the fraction of queries whose rank differs from the float embeddings'.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`retrieval` and :func:`quantise`.
+
+    Examples
+    --------
+    >>> import fastsas as fs
+    >>> from fastsas.retrieval import quantisation_cost
+    >>> x, y = fs.synthetic.paired_embeddings(500, 32, seed=1)
+    >>> cost = quantisation_cost(x, y, ks=(1, 5), backend="cpu")
+    >>> sorted(cost), 0 <= cost["binary"]["i2t_r1"] <= 1
+    (['binary', 'float', 'int8'], True)
+    """
+    def summary(a, b):
+        r = retrieval(a, b, image_ids, text_ids, ks=ks, return_ranks=True, **kwargs)
+        return r, {k: v for k, v in r.items() if not isinstance(v, np.ndarray)}
+
+    base, out_float = summary(images, texts)
+    out = {"float": out_float}
+    for scheme in schemes:
+        r, s = summary(quantise(images, scheme), quantise(texts, scheme))
+        for name in ("i2t", "t2i"):
+            s[f"{name}_ranks_changed"] = float(np.mean(r[f"{name}_ranks"] != base[f"{name}_ranks"]))
+        out[scheme] = s
     return out

@@ -30,9 +30,18 @@ struct MatrixView {
 
 // What BadRowsError says of a row, and how many of its rows it lists (the first, ascending).
 // The Python layer words every bad-row message with these (fastsas._core.NON_FINITE_ROWS,
-// ZERO_NORM_ROWS, BAD_ROWS_SHOWN), whichever engine found the rows.
+// ZERO_NORM_ROWS, TOO_LARGE_ROWS, TOO_SMALL_ROWS, TOO_LARGE_TO_NORMALISE_ROWS,
+// BAD_ROWS_SHOWN), whichever engine found the rows.
 inline constexpr const char* kNonFiniteRows = "non-finite values (NaN or Inf)";
 inline constexpr const char* kZeroNormRows = "zero-norm rows (no direction to normalise)";
+// Moments: rows whose float64 second moments would overflow, or underflow without being zero.
+inline constexpr const char* kTooLargeRows =
+    "values too large for float64 second moments (squared row norm above 1.8e308)";
+inline constexpr const char* kTooSmallRows =
+    "values too small for float64 second moments (squared row norm below 1e-290 but not zero)";
+// The pairwise kernels: rows whose squared norm overflows float64, so they cannot be normalised.
+inline constexpr const char* kTooLargeToNormaliseRows =
+    "values too large to normalise in float64 (squared row norm above 1.8e308)";
 inline constexpr std::size_t kBadRowsShown = 10;
 
 // Raised for rows the metrics cannot use. `input` is "x" or "y" (X and Y of
@@ -63,8 +72,13 @@ class Moments {
   explicit Moments(Index dim, bool track_unit_rows = true);
 
   // Adds the rows of x and y (same shape, n x dim). All-or-nothing: on a bad row
-  // (non-finite, or zero norm when unit rows are tracked) nothing is added and
-  // BadRowsError names the rows, counted from the first row of this chunk.
+  // (non-finite; a squared norm that overflows float64 or is below 1e-290 without being
+  // zero; zero norm when unit rows are tracked) nothing is added and BadRowsError names the
+  // rows, counted from the first row of this chunk. A stop (parallel.hpp) adds nothing either.
+  // The memory a chunk needs is checked first (OutOfMemory, memory.hpp); with little memory
+  // fewer blocks run side by side (same result). Any finite magnitude of float32 input is
+  // computed in range: a block whose products would overflow or underflow is rescaled by
+  // powers of two per column.
   template <class T>
   void update(const MatrixView<T>& x, const MatrixView<T>& y, int threads);
 
@@ -76,6 +90,9 @@ class Moments {
 
   // Adds another partial state (same dim and tracking); equal to one pass over both.
   void merge(const Moments& other);
+
+  // Bytes of one state of this dim (what the constructor allocates).
+  static double state_bytes(Index dim);
 
   Index dim() const { return dim_; }
   Index count() const { return count_; }

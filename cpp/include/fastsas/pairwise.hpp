@@ -8,13 +8,16 @@
 #include <vector>
 
 #include "fastsas/moments.hpp"
+#include "fastsas/screen.hpp"
 
 namespace fastsas {
 
 // ------------------------------------------------------------------------------ retrieval
 //
 // Rank of a query = 1 + the number of non-matching candidates whose similarity to it is
-// strictly greater than the best similarity among its own matches.
+// strictly greater than the best similarity among its own matches. Rows of integers
+// (quantised embeddings) compare by their exact rational cosines wherever rounding could
+// decide otherwise, so mathematically equal cosines tie (retrieval.cpp, "exact ties").
 //
 // Exactness. Every similarity is *defined* as the "canonical" dot product of the two
 // L2-normalised rows (rows normalised in float64, stored in the input's precision T, then
@@ -25,11 +28,19 @@ namespace fastsas {
 // canonical dot product. So ranks do not depend on the GEMM's rounding, the tile size or the
 // thread count; exact ties (duplicated candidates) are ties; a match is excluded by id and
 // never counts against its own query.
+//
+// Precision. The tiles may instead come from a reduced-precision screen (screen.hpp:
+// bfloat16 or int8 products, a proven bound per pair, every pair inside it re-decided with
+// the canonical value): the same ranks, faster. `precision` chooses: kAuto (the fastest
+// screen the CPU has; the input's own precision when topk > 0), kNone (the GEMM in the
+// input's precision), kBFloat16 or kInt8 (refused with std::invalid_argument when the CPU
+// lacks the instructions). Screen tiles are rounded up to whole micro-tiles (8 x 32).
 struct RetrievalOptions {
   Index tile_rows = 0;   // images per tile (0: default)
   Index tile_cols = 0;   // texts per tile (0: default)
   int threads = 1;
   Index topk = 0;        // also keep the top-k retrieved candidates of every query
+  ScreenPrecision precision = ScreenPrecision::kAuto;
 };
 
 struct RetrievalResult {
@@ -42,8 +53,11 @@ struct RetrievalResult {
   std::vector<std::int64_t> image_topk, text_topk;
   std::vector<double> image_topk_sim, text_topk_sim;
   Index topk = 0;
-  // Tile entries that fell inside the rounding band and were re-decided exactly.
+  // Tile entries that fell inside the rounding band and were re-decided exactly, out of
+  // `screened` (n x m) tile entries, and the precision the tiles were computed in.
   std::int64_t rechecked = 0;
+  std::int64_t screened = 0;
+  ScreenPrecision precision = ScreenPrecision::kNone;
 };
 
 inline constexpr Index kRetrievalTileRows = 512;
@@ -65,26 +79,62 @@ RetrievalResult retrieval(const MatrixView<T>& x, const MatrixView<T>& y, const 
 // `candidates` (rows with an equal code; give at least every match of every query), +inf
 // for a query without one. Bad rows raise BadRowsError naming `query_input` /
 // `candidate_input` and the row in that block.
+//
+// Exact ties (integer rows: see docs/definitions.md, "Exact ties of integer-valued rows"):
+// when a query row and its best match are rows of integers, `exact` (when not null)
+// receives (x.m, |m|^2) of that match, the exact threshold retrieval_counts compares
+// integer candidates against; {0, 0} for every other query.
+struct ExactThreshold {
+  std::int64_t dot = 0;    // query . best match (exact)
+  std::int64_t norm2 = 0;  // |best match|^2; 0: no exact threshold
+};
+
+// An integer row's largest squared norm: |x.y| <= 2^40 and every product of the exact
+// comparison stays below 2^120 (128-bit integers; the GPU kernels build them from 64-bit
+// halves and take this limit from here).
+inline constexpr double kIntegerRowNorm2Max = 1099511627776.0;  // 2^40
+
+// The tie band tau_T(d) for rows stored in float32 (float64_rows false) or float64: twice a
+// bound on |canonical similarity - exact cosine of the input rows| (retrieval.cpp, tie_band).
+double retrieval_tie_band(Index d, bool float64_rows);
+
 template <class T>
 std::vector<double> retrieval_thresholds(const MatrixView<T>& queries, const MatrixView<T>& candidates,
                                          const std::int32_t* query_codes, const std::int32_t* candidate_codes,
-                                         const char* query_input, const char* candidate_input, int threads);
+                                         const char* query_input, const char* candidate_input, int threads,
+                                         std::vector<ExactThreshold>* exact = nullptr);
 
 struct RetrievalCounts {
   // image_counts[i]: texts of this block that do not match image i (codes differ) and whose
   // canonical similarity to it exceeds image_thresholds[i]; text_counts[j] likewise.
   std::vector<std::int64_t> image_counts, text_counts;
-  std::int64_t rechecked = 0;
+  std::int64_t rechecked = 0, screened = 0;
+  ScreenPrecision precision = ScreenPrecision::kNone;
 };
 
 // x: a block of images, y: a block of texts, their codes (required, equal codes match) and
 // the thresholds of both sides (from retrieval_thresholds; +inf: nothing counts; NaN is
 // refused). One pass over the block pair's tiles serves both directions; options.topk is
-// ignored. Bad rows raise BadRowsError ("x" or "y", rows counted within the block).
+// ignored, options.precision applies as in `retrieval`. Bad rows raise BadRowsError ("x" or
+// "y", rows counted within the block).
+// image_exact / text_exact: the exact thresholds of both sides (retrieval_thresholds'
+// `exact`, one per row), or null: integer candidates are then compared by canonical values.
 template <class T>
 RetrievalCounts retrieval_counts(const MatrixView<T>& x, const MatrixView<T>& y, const std::int32_t* image_codes,
                                  const std::int32_t* text_codes, const double* image_thresholds,
-                                 const double* text_thresholds, const RetrievalOptions& options);
+                                 const double* text_thresholds, const RetrievalOptions& options,
+                                 const ExactThreshold* image_exact = nullptr,
+                                 const ExactThreshold* text_exact = nullptr);
+
+// Every screened value of x's rows (normalised) against y's, with its proven bound on
+// |screened - canonical| (pair_error_bound of the two rows) and the canonical value: row-major
+// n x m each. For tests and diagnostics of the screen (small inputs: O(n m) memory).
+struct ScreenCheck {
+  std::vector<float> screened;
+  std::vector<double> bound, canonical;
+};
+template <class T>
+ScreenCheck retrieval_screen_check(const MatrixView<T>& x, const MatrixView<T>& y, ScreenPrecision precision);
 
 // ------------------------------------------------------------------------------ MMD
 //

@@ -23,8 +23,10 @@ def _as_float(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _thresholds(queries: np.ndarray, matches: list, qcodes: np.ndarray, mcodes: np.ndarray, dtype: np.dtype,
-                names: tuple[str, str], offset: int, match_rows: np.ndarray, threads: int) -> np.ndarray:
-    """Best canonical similarity of each query of a block among its matched rows."""
+                names: tuple[str, str], offset: int, match_rows: np.ndarray,
+                threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best canonical similarity of each query of a block among its matched rows, and the
+    exact thresholds of integer rows (see _core.retrieval_thresholds)."""
     cand = _as_float(np.concatenate(matches) if len(matches) > 1 else matches[0], dtype)
     # Compact codes: the core indexes its match table by code.
     _, inverse = encode_labels(np.concatenate([qcodes, mcodes]), "codes", len(qcodes) + len(mcodes), item="code",
@@ -32,7 +34,7 @@ def _thresholds(queries: np.ndarray, matches: list, qcodes: np.ndarray, mcodes: 
     try:
         return _core.retrieval_thresholds(_as_float(queries, dtype), cand, query_codes=inverse[:len(qcodes)],
                                           candidate_codes=inverse[len(qcodes):], query_input="x", candidate_input="y",
-                                          threads=threads)
+                                          threads=threads, exact=True)
     except _core.BadRowsError as exc:
         if exc.input == "x":
             raise bad_rows_error(exc, {"x": names[0]}, offset=offset) from None
@@ -41,13 +43,14 @@ def _thresholds(queries: np.ndarray, matches: list, qcodes: np.ndarray, mcodes: 
 
 
 def _count_step(image_counts: np.ndarray | None, x: np.ndarray, y: np.ndarray, icodes: np.ndarray,
-                tcodes: np.ndarray, ithr: np.ndarray, tthr: np.ndarray, dtype: np.dtype, offsets: tuple[int, int],
-                threads: int) -> tuple[np.ndarray, np.ndarray]:
+                tcodes: np.ndarray, ithr: tuple[np.ndarray, np.ndarray], tthr: tuple[np.ndarray, np.ndarray],
+                dtype: np.dtype, offsets: tuple[int, int], threads: int) -> tuple[np.ndarray, np.ndarray]:
     """One step of a query block's stream: add this gallery block's counts to the query
     block's running counts, and return the gallery block's reverse-direction counts."""
     try:
         r = _core.retrieval_counts(_as_float(rows_of(x), dtype), _as_float(rows_of(y), dtype), image_codes=icodes,
-                                   text_codes=tcodes, image_thresholds=ithr, text_thresholds=tthr, threads=threads)
+                                   text_codes=tcodes, image_thresholds=ithr[0], text_thresholds=tthr[0], threads=threads,
+                                   image_exact=ithr[1], text_exact=tthr[1])
     except _core.BadRowsError as exc:
         raise bad_rows_error(exc, {"x": "images", "y": "texts"},
                               offset=offsets[0] if exc.input == "x" else offsets[1]) from None
@@ -62,9 +65,9 @@ def _sum_counts(*parts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ranks(counts: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def _ranks(counts: np.ndarray, thresholds: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Rank = 1 + count for a query with a match (finite threshold), 0 without one."""
-    return np.where(np.isfinite(thresholds), counts + 1, 0).astype(np.int64)
+    return np.where(np.isfinite(thresholds[0]), counts + 1, 0).astype(np.int64)
 
 
 def _match_rows(query_codes: np.ndarray, sorted_codes: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -90,7 +93,7 @@ def _side_thresholds(q: Any, g: Any, qcodes: np.ndarray, gcodes: np.ndarray, dty
         s, e = int(offsets[b]), int(offsets[b + 1])
         rows = _match_rows(qcodes[s:e], sorted_codes, order)
         if rows.size == 0:  # no query of this block has a match
-            out.append(np.full(e - s, np.inf))
+            out.append((np.full(e - s, np.inf), np.zeros((e - s, 2), dtype=np.int64)))
             continue
         matches = delayed_blocks(g[rows])
         out.append(dask.delayed(_thresholds, pure=True)(block, matches, qcodes[s:e], gcodes[rows], dtype, names, s,

@@ -37,9 +37,9 @@ def is_device_array(x: Any) -> bool:
     return kind in (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 
 
-def as_device(x: Any, name: str, min_rows: int = 0):
-    """A 2-D float32/float64 CuPy view of a device array, without a copy (float16 is converted
-    to float32 once, as on the CPU). Rows must be contiguous (column stride 1); other layouts
+def as_device(x: Any, name: str, min_rows: int = 0, *, integers: bool = False):
+    """A 2-D float32/float64 CuPy view of a device array, without a copy (float16, and with
+    `integers` int8 / uint8 / bool, is converted to float32 once, as on the CPU). Rows must be contiguous (column stride 1); other layouts
     are copied once into C order."""
     cp = cupy_module()
     if not isinstance(x, cp.ndarray):
@@ -49,7 +49,7 @@ def as_device(x: Any, name: str, min_rows: int = 0):
             x = cp.from_dlpack(x)
         except Exception as exc:  # noqa: BLE001 - report any intake failure the same way
             raise TypeError(f"{name} is a device array CuPy cannot take through DLPack: {exc}") from exc
-    target = computed_dtype(x.dtype, name, "cupy")
+    target = computed_dtype(x.dtype, name, "cupy", integers=integers)
     if x.dtype != target:
         x = x.astype(target)
     check_matrix_shape(x.shape, name, min_rows)
@@ -59,11 +59,11 @@ def as_device(x: Any, name: str, min_rows: int = 0):
 
 
 def device_pair(images: Any, texts: Any, names: tuple[str, str] = ("images", "texts"), *, min_rows: int = 2,
-                paired: bool = True):
+                paired: bool = True, integers: bool = False):
     """Validated device (CuPy) views of two device inputs, with the CPU's checks and messages
-    (fastsas._validate.match_pair)."""
-    x = as_device(images, names[0], min_rows)
-    y = as_device(texts, names[1], min_rows)
+    (fastsas._validate.match_pair; `integers` as fastsas._validate.computed_dtype)."""
+    x = as_device(images, names[0], min_rows, integers=integers)
+    y = as_device(texts, names[1], min_rows, integers=integers)
     return match_pair(x, y, names, paired=paired)
 
 

@@ -35,7 +35,10 @@ So |t~ - s| <= (2) + gamma M + gamma_53 N =: band. The band is widened by 1 % an
 2^-20 (covering the float32 rounding of the tile's final store), and the per-query interval
 [t - band, t + band] is rounded outward twice (float64, then float32) on the device; hence
 any tile entry outside [lo, hi] is decided the same way as the canonical value would decide
-it, and every entry inside is re-decided with the canonical value. Sizes for d = 768:
+it, and every entry inside is re-decided with the canonical value. Rows of integers follow
+the CPU engine's exact-tie rule: a query with an exact threshold (its best match and it are
+integer rows) widens its band by `tie_band`, and inside it integer candidates are compared
+by their exact rational cosines (cuda/fastsas_common.cuh, `beats`). Sizes for d = 768:
 fp16 ~1.2e-3, tf32 ~2.1e-3, bf16 ~7.9e-3 (the default is fp16: as fast as bf16 on tensor
 cores, with 8x fewer undecided pairs; normalised rows lie in [-1, 1], where fp16's range is
 no limit).
@@ -47,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from fastsas import _core
 from fastsas.gpu import _arrays
 from fastsas.gpu._arrays import NON_FINITE, ZERO_NORM, BadRowCollector
 from fastsas.gpu._blas import COMPUTE_32F, COMPUTE_32F_FAST_TF32, gemm_nt
@@ -89,6 +93,27 @@ def rounding_band(d: int, precision: str = DEFAULT_PRECISION, input_dtype: Any =
     magnitude = (1 + u) ** 2 * _NORM + 2 * eta * root * (1 + u) * _NORM_SLACK + d * eta * eta
     gamma53 = d * 2.0 ** -53 / (1 - d * 2.0 ** -53)
     return 1.01 * (conversion + gamma * magnitude + gamma53 * _NORM) + 2.0 ** -20
+
+
+def tie_band(d: int, input_dtype: Any) -> float:
+    """The CPU engine's tie band (``_core.retrieval_tie_band``): twice a bound on
+    |canonical value - exact cosine of the input rows|; within it, integer rows are compared
+    exactly."""
+    return float(_core.retrieval_tie_band(dim=int(d), float64=np.dtype(input_dtype) == np.float64))
+
+
+def integer_norms(x):
+    """|row|^2 of every row whose coordinates are all integers (|row|^2 at most
+    ``_core.RETRIEVAL_INTEGER_NORM2_MAX``), else 0."""
+    cp = _arrays.cupy_module()
+    n, d = x.shape
+    out = cp.zeros(n, dtype=cp.int64)
+    if n:
+        sfx = "f32" if x.dtype == cp.float32 else "f64"
+        kernel("retrieval.cu", f"integer_rows_{sfx}")(((n + 255) // 256,), (256,),
+                                                      (x, np.int64(_arrays.row_stride(x)), np.int64(n), np.int32(d),
+                                                       np.float64(_core.RETRIEVAL_INTEGER_NORM2_MAX), out))
+    return out
 
 
 def normalise(x, bad: BadRowCollector, which: tuple[int, int]):
@@ -159,17 +184,24 @@ def retrieval_ranks(images: Any, texts: Any, image_codes: np.ndarray | None, tex
     ct = np.ascontiguousarray(text_codes, dtype=np.int32)
     num_codes = int(max(ci.max(), ct.max())) + 1
     band = rounding_band(d, precision, dtype)
+    tie = tie_band(d, dtype)
     sfx = "f32" if dtype == cp.float32 else "f64"
-    thr, lo, hi = {}, {}, {}
-    for side, (a, b, codes_a, codes_b, rows) in {"i": (xn, yn, ci, ct, n), "t": (yn, xn, ct, ci, m)}.items():
+    norm2 = {"i": integer_norms(x), "t": integer_norms(y)}
+    ld = {"i": np.int64(_arrays.row_stride(x)), "t": np.int64(_arrays.row_stride(y))}
+    thr, lo, hi, ex_dot, ex_norm2 = {}, {}, {}, {}, {}
+    for side, (a, b, a0, b0, other, codes_a, codes_b, rows) in {"i": (xn, yn, x, y, "t", ci, ct, n),
+                                                                 "t": (yn, xn, y, x, "i", ct, ci, m)}.items():
         offsets, members = _groups(codes_b, num_codes)
         thr[side] = cp.empty(rows, dtype=cp.float64)
         lo[side] = cp.empty(rows, dtype=cp.float32)
         hi[side] = cp.empty(rows, dtype=cp.float32)
+        ex_dot[side] = cp.empty(rows, dtype=cp.int64)
+        ex_norm2[side] = cp.empty(rows, dtype=cp.int64)
         kernel("retrieval.cu", f"thresholds_{sfx}")(
             ((rows + 255) // 256,), (256,),
             (a, b, np.int32(d), cp.asarray(codes_a), cp.asarray(offsets), cp.asarray(members), np.int32(num_codes),
-             np.int64(rows), np.float64(band), thr[side], lo[side], hi[side]))
+             np.int64(rows), np.float64(band), thr[side], lo[side], hi[side], a0, ld[side], b0, ld[other],
+             norm2[side], norm2[other], np.float64(tie), ex_dot[side], ex_norm2[side]))
     codes_i, codes_t = cp.asarray(ci), cp.asarray(ct)
 
     xf, ftype, compute = _fast_copy(xn, precision)
@@ -232,7 +264,8 @@ def retrieval_ranks(images: Any, texts: Any, image_codes: np.ndarray | None, tex
             start = begin()
             recheck((recheck_grid,), (256,),
                     (xn, yn, np.int32(d), cand[k], n_cand[k], np.uint64(cand[k].shape[0]), thr["i"], thr["t"],
-                     count_i, count_t))
+                     count_i, count_t, x, ld["i"], y, ld["t"], norm2["i"], norm2["t"], ex_dot["i"],
+                     ex_norm2["i"], ex_dot["t"], ex_norm2["t"], np.float64(tie)))
             mark("recheck", start)
         rechecked += total
 
