@@ -53,6 +53,15 @@ for dtype in (np.float32, np.float64):
                         fs._core.retrieval_screen_check(x[:37], y[:45], precision=precision)
             else:
                 fs.mmd(x[:300], y[:500])
+    # The neighbourhood family: neighbours with ties and odd tiles, their metrics, RBF CKA.
+    dup = x[:900].copy()
+    dup[::7] = dup[1::7][: len(dup[::7])]
+    for threads, tile in ((1, 1000), (2, 97)):
+        r = fs.neighbourhood(dup, y[:900], 7, threads=threads, tile=tile, return_neighbours=True)
+        fs.neighbourhood_scores(r.image_neighbours, r.text_neighbours, topk=3)
+    fs.knn(x[:50], 49, tile=1)
+    fs.cka_rbf(x[:333], y[:333], sigma=(0.7, 3.0), threads=2, tile=64, return_terms=True)
+    fs.procrustes(x, y, "angular_whitened")
 # Extreme magnitudes (rescaled blocks and analysis), rank-deficient SVCCA, every MMD tier.
 x, y = (a.astype(np.float64) for a in fs.synthetic.paired_embeddings(3000, 24, seed=2))
 for dtype, scale in ((np.float32, 1e20), (np.float32, 1e-23), (np.float64, 1e150), (np.float64, 1e-140)):

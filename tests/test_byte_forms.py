@@ -12,6 +12,7 @@ from fastsas._byteform import seal
 from fastsas.audit import AuditPlan, AuditState
 
 HEADER = struct.Struct("<7sBqqBBd")  # the Moments header: magic, version, dim, count, pilot, unit rows, cosines
+PAYLOAD = HEADER.size + 1  # after the header and the fourth-order flag
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +64,29 @@ def test_truncated_padded_and_other_versions_are_refused_by_name(moments):
         fs.Moments.from_bytes(blob[:-1])
     with pytest.raises(ValueError, match="damaged"):
         fs.Moments.from_bytes(blob + b"\0")
-    with pytest.raises(ValueError, match=r"version 1 is not supported \(this fastsas reads version 2\)"):
-        fs.Moments.from_bytes(blob[:7] + bytes([1]) + blob[8:])
+    with pytest.raises(ValueError, match=r"version 4 is not supported \(this fastsas reads versions 1, 2 and 3\).*"
+                                         "upgrade"):
+        fs.Moments.from_bytes(blob[:7] + bytes([4]) + blob[8:])
+    with pytest.raises(ValueError, match=r"version 0 is not supported .* older fastsas"):
+        fs.Moments.from_bytes(blob[:7] + bytes([0]) + blob[8:])
+    # a sealed form whose version byte became an unsealed version's: its length gives it away
+    for version in (1, 2):
+        with pytest.raises(ValueError, match="Moments byte form is truncated or padded"):
+            fs.Moments.from_bytes(blob[:7] + bytes([version]) + blob[8:])
     with pytest.raises(ValueError, match="bad magic"):
         fs.Moments.from_bytes(b"FSASAUD" + blob[7:])
     with pytest.raises(TypeError, match="data must be bytes"):
         fs.Moments.from_bytes("FSASMOM")
+
+
+def test_forms_written_before_the_checksum_are_read_and_checked(moments):
+    unsealed = moments.to_bytes()[:-4]  # version 2: the same layout, no checksum
+    old = fs.Moments.from_bytes(unsealed[:7] + bytes([2]) + unsealed[8:])
+    assert old.to_bytes() == moments.to_bytes() and old.alignment() == moments.alignment()
+    with pytest.raises(ValueError, match="Moments byte form is corrupt: .*the pilot mean holds 1 NaN"):
+        damaged = bytearray(unsealed[:7] + bytes([2]) + unsealed[8:])
+        damaged[PAYLOAD:PAYLOAD + 8] = struct.pack("<d", float("nan"))
+        fs.Moments.from_bytes(bytes(damaged))
 
 
 @pytest.mark.parametrize("field, offset, value, message", [
@@ -77,8 +95,11 @@ def test_truncated_padded_and_other_versions_are_refused_by_name(moments):
     ("no pilot with rows", 24, bytes([0]), r"1000 rows but no pilot mean"),
     ("cosine sum beyond n", 26, struct.pack("<d", 5000.0), r"matched cosine sum 5000 .* exceed its 1000 rows"),
     ("NaN cosine sum", 26, struct.pack("<d", float("nan")), r"the matched cosine sum holds 1 NaN"),
-    ("NaN in the pilot", HEADER.size, struct.pack("<d", float("nan")), r"the pilot mean holds 1 NaN"),
-    ("Inf in the scatter", HEADER.size + 8 * 3 * 32, struct.pack("<d", float("inf")), r"the scatter holds 1 NaN"),
+    ("NaN in the pilot", PAYLOAD, struct.pack("<d", float("nan")), r"the pilot mean holds 1 NaN"),
+    ("Inf in the scatter", PAYLOAD + 8 * 3 * 32, struct.pack("<d", float("inf")), r"the scatter holds 1 NaN"),
+    ("NaN in the fourth-order sums", PAYLOAD + 8 * (3 * 32 + 32 * 33 // 2) + 8, struct.pack("<d", float("nan")),
+     r"the sums after the scatter holds 1 NaN"),
+    ("fourth-order flag", HEADER.size, bytes([5]), r"its fourth-order flag is 5"),
 ])
 def test_a_sealed_state_no_rows_could_give_is_refused(moments, field, offset, value, message):
     with pytest.raises(ValueError, match="Moments byte form is corrupt: .*" + message):
@@ -94,7 +115,7 @@ def test_an_empty_state_with_sums_is_refused():
 
 def test_nan_inside_a_state_never_reaches_the_metrics(moments):
     blob = moments.to_bytes()
-    offset = HEADER.size + 8 * 2 * 32 + 8 * 5  # inside the unit-row sum
+    offset = PAYLOAD + 8 * 2 * 32 + 8 * 5  # inside the unit-row sum
     with pytest.raises(ValueError, match="the unit-row sum holds 1 NaN"):
         fs.Moments.from_bytes(_resealed(blob, offset, struct.pack("<d", float("nan"))))
 

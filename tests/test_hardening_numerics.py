@@ -273,6 +273,8 @@ _INTERRUPTED_CHILD = textwrap.dedent("""
         "retrieval": lambda a, b: fs.retrieval(a, b),
         "mmd": lambda a, b: fs.mmd(a, b),
         "alignment": lambda a, b: fs.alignment(a, b),
+        "neighbourhood": lambda a, b: fs.neighbourhood(a, b, topk=10),
+        "cka_rbf": lambda a, b: fs.cka_rbf(a, b),
     }
     # Half the images per tile: one work item per worker, so only the stop checks between the
     # column tiles inside an item can end the call early.
@@ -280,6 +282,7 @@ _INTERRUPTED_CHILD = textwrap.dedent("""
         calls[f"retrieval_{precision}"] = lambda a, b, p=precision: fs.retrieval(a, b, precision=p,
                                                                                  tile=(len(a) // 2, 256))
     shapes = {"retrieval": (40000, 256), "mmd": (24000, 256), "alignment": (40000, 1536),
+              "neighbourhood": (40000, 256), "cka_rbf": (24000, 256),
               "retrieval_float32": (40000, 256), "retrieval_bfloat16": (60000, 256), "retrieval_int8": (80000, 256)}
     for name in sys.argv[1:]:
         a = rng.standard_normal(shapes[name], dtype=np.float32)
@@ -308,7 +311,7 @@ def test_ctrl_c_stops_long_calls_within_a_second_and_leaves_no_thread():
     this CPU runs (the screens only where it has their instructions), also from inside a work
     item that spans the whole gallery."""
     screens = [f"retrieval_{p}" for p in ("bfloat16", "int8") if _core.screen_supported(precision=p)]
-    names = ["retrieval", "retrieval_float32", *screens, "mmd", "alignment"]
+    names = ["retrieval", "retrieval_float32", *screens, "mmd", "alignment", "neighbourhood", "cka_rbf"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_CHILD, *names], stdout=subprocess.PIPE,
                              text=True, env=env)
@@ -366,7 +369,7 @@ def test_a_dim_that_cannot_fit_is_refused_before_allocating(memory_limit):
                                           r"but only .* are available \(MemAvailable\); use a smaller dim"):
         fs.Moments(400_000)
     memory_limit(64 * 2**20)
-    with pytest.raises(MemoryError, match=r"needs about 274\.8 MiB, but only 64\.0 MiB are allowed"):
+    with pytest.raises(MemoryError, match=r"needs about 274\.9 MiB, but only 64\.0 MiB are allowed"):
         fs.Moments(3000)
 
 
@@ -407,6 +410,6 @@ def test_a_refused_allocation_says_what_and_how_much():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     lines = out.stdout.splitlines()
-    assert lines[0] == "fastsas: the system refused 763.2 MiB for the state of Moments(dim=5000) (out of memory)", out
+    assert lines[0] == "fastsas: the system refused 763.4 MiB for the state of Moments(dim=5000) (out of memory)", out
     assert lines[1].startswith("fastsas: retrieval of 20000 x 512 float32 images and 20000 x 512 float32 texts "
                                "ran out of memory"), out

@@ -129,7 +129,8 @@ def test_io_and_store_know_nothing_of_metrics():
                            "fastsas._badrows") for n in _fastsas(m)), (m, _fastsas(m))
 
 
-METRIC_MODULES = (["fastsas.metrics", "fastsas.moments", "fastsas.retrieval", "fastsas.mmd", "fastsas._dispatch",
+METRIC_MODULES = (["fastsas.metrics", "fastsas.moments", "fastsas.retrieval", "fastsas.mmd", "fastsas.neighbourhood",
+                   "fastsas.kernel_cka", "fastsas._dispatch",
                    "fastsas._badrows", "fastsas._labels", "fastsas._validate", "fastsas.results"]
                   + _in("fastsas.audit") + _in("fastsas.gap"))
 

@@ -102,6 +102,7 @@ fastsas::SpectralProfile profile_from(const Eigen::VectorXd& eigenvalues, const 
 }  // namespace
 
 void register_pairwise(pybind11::module_& m);
+void register_neighbourhood(pybind11::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastsas C++ core: streaming moments, spectral alignment and covariance-family metrics";
@@ -221,4 +222,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("analysis_bytes", &fastsas::analysis_bytes, py::arg("dim"), py::arg("threads"), py::arg("spectral_only"));
 
   register_pairwise(m);
+  register_neighbourhood(m);
 }

@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 
 #include <string>
+#include <vector>
 
 #include "fastsas/moments.hpp"
 
@@ -39,6 +40,16 @@ auto dispatch_float(const pybind11::array& x, const pybind11::array& y, const ch
   if (equivalent(x.dtype(), pybind11::dtype::of<float>())) return fn(float{});
   if (equivalent(x.dtype(), pybind11::dtype::of<double>())) return fn(double{});
   throw pybind11::type_error(std::string(names) + " must be float32 or float64 arrays");
+}
+
+// A NumPy array that takes over `v` (no copy): 1-D of `rows` when cols < 0, else rows x cols.
+template <class V>
+pybind11::array_t<V> array_from_vector(std::vector<V>&& v, Index rows, Index cols = -1) {
+  auto* heap = new std::vector<V>(std::move(v));
+  pybind11::capsule owner(heap, [](void* p) { delete static_cast<std::vector<V>*>(p); });
+  if (cols < 0) return pybind11::array_t<V>({static_cast<pybind11::ssize_t>(rows)}, heap->data(), owner);
+  return pybind11::array_t<V>({static_cast<pybind11::ssize_t>(rows), static_cast<pybind11::ssize_t>(cols)},
+                              heap->data(), owner);
 }
 
 }  // namespace fastsas::bindings

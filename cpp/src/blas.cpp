@@ -61,4 +61,10 @@ void symmetric_eigen_top(int n, int count, double* a, double* w, double* z) {
     throw std::runtime_error("LAPACK dsyevr failed (info = " + std::to_string(info) + ")");
 }
 
+void singular_values(int m, int n, double* a, double* s) {
+  const lapack_int info = scipy_LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', m, n, a, m, s, nullptr, 1, nullptr, 1);
+  if (info != 0)
+    throw std::runtime_error("LAPACK dgesdd failed (info = " + std::to_string(info) + ")");
+}
+
 }  // namespace fastsas::blas

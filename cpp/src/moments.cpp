@@ -34,6 +34,7 @@ struct BlockScratch {
   bool bad = false;
   std::vector<T> column_max;  // max |shifted value| per column of the block
   std::vector<int> exponents;  // per column: the block's rows hold value * 2^-e (empty: unscaled)
+  NormMoments norm;
 };
 
 // Squared row norms below this (and not zero) are refused: the second moments of such a row
@@ -104,6 +105,23 @@ void rescale_block(const MatrixView<T>& x, const MatrixView<T>& y, const Index* 
   }
 }
 
+// Adds a shifted row pair's fourth-order terms (NormMoments) to the block's.
+template <class T>
+void add_norm_moments(const T* z, Index dim, NormMoments& norm) {
+  double a = 0.0, b = 0.0;
+  for (Index j = 0; j < dim; ++j) {
+    a += static_cast<double>(z[j]) * static_cast<double>(z[j]);
+    b += static_cast<double>(z[dim + j]) * static_cast<double>(z[dim + j]);
+  }
+  norm.products += Eigen::Vector3d(a * a, a * b, b * b);
+  double* wa = norm.weighted.data();
+  double* wb = wa + 2 * dim;
+  for (Index j = 0; j < 2 * dim; ++j) {
+    wa[j] += a * static_cast<double>(z[j]);
+    wb[j] += b * static_cast<double>(z[j]);
+  }
+}
+
 // Copies one row pair into the shifted block and adds its sums. Returns false for a row
 // the metrics cannot use (non-finite, too large or too small for float64 second moments, or
 // zero-norm when unit rows count).
@@ -146,6 +164,7 @@ bool absorb_row(const T* xr, Index xs, const T* yr, Index ys, Index dim, const d
     return false;
   double* sum = s.sum.data();
   for (Index j = 0; j < 2 * dim; ++j) sum[j] += static_cast<double>(z[j]);
+  add_norm_moments(z, dim, s.norm);
   if (track_unit_rows) {
     const double ix = 1.0 / std::sqrt(nx), iy = 1.0 / std::sqrt(ny);
     double* unit = s.unit_sum.data();
@@ -222,7 +241,7 @@ Index checked_dim(Index dim, Index states) {
 
 double Moments::state_bytes(Index dim) {
   const double width = 2.0 * static_cast<double>(dim);
-  return 8.0 * width * (width + 4.0);
+  return 8.0 * width * (width + 6.0) + 24.0;  // scatter, four vectors, the fourth-order sums
 }
 
 Moments::Moments(Index dim, bool track_unit_rows)
@@ -232,7 +251,9 @@ Moments::Moments(Index dim, bool track_unit_rows)
       shifted_sum_(Eigen::VectorXd::Zero(2 * dim)),
       shifted_scatter_(allocating("the state of Moments(dim=" + std::to_string(dim) + ")", state_bytes(dim),
                                   [&] { return Eigen::MatrixXd(Eigen::MatrixXd::Zero(2 * dim, 2 * dim)); })),
-      unit_sum_(Eigen::VectorXd::Zero(2 * dim)) {}
+      unit_sum_(Eigen::VectorXd::Zero(2 * dim)) {
+  norm_moments_.weighted = Eigen::MatrixXd::Zero(2 * dim, 2);
+}
 
 template <class T>
 void Moments::set_pilot(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index count) {
@@ -306,15 +327,18 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
   std::vector<double> delta_scatter;
   Eigen::VectorXd delta_sum, delta_unit;
   double delta_cosine = 0.0;
+  NormMoments delta_norm;
   if (!direct) {
     allocating("the chunk's second moments", packed_bytes,
                [&] { delta_scatter.assign(static_cast<size_t>(width * (width + 1) / 2), 0.0); });
+    delta_norm.weighted = Eigen::MatrixXd::Zero(width, 2);
     delta_sum = Eigen::VectorXd::Zero(width);
     delta_unit = Eigen::VectorXd::Zero(width);
   }
   Eigen::VectorXd& sum = direct ? shifted_sum_ : delta_sum;
   Eigen::VectorXd& unit = direct ? unit_sum_ : delta_unit;
   double& cosine = direct ? matched_cosine_sum_ : delta_cosine;
+  NormMoments& norm = direct ? norm_moments_ : delta_norm;
 
   std::vector<BlockScratch<T>> scratch(static_cast<size_t>(slots));
   const double* pilot = pilot_.data();
@@ -338,6 +362,8 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
         s.bad = false;
         s.column_max.assign(static_cast<size_t>(width), T(0));
         s.exponents.clear();
+        s.norm.products.setZero();
+        s.norm.weighted.setZero(width, 2);
         for (Index i = r0; i < r1; ++i) {
           const Index r = rows ? rows[i] : i;
           T* z = s.rows.data() + (i - r0) * width;
@@ -378,6 +404,8 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
         sum += s.sum;
         unit += s.unit_sum;
         cosine += s.cosine_sum;
+        norm.products += s.norm.products;
+        norm.weighted += s.norm.weighted;
       }
     }
   } catch (...) {
@@ -394,6 +422,8 @@ void Moments::accumulate(const MatrixView<T>& x, const MatrixView<T>& y, const I
     shifted_sum_ += delta_sum;
     unit_sum_ += delta_unit;
     matched_cosine_sum_ += delta_cosine;
+    norm_moments_.products += delta_norm.products;
+    norm_moments_.weighted += delta_norm.weighted;
   }
   has_pilot_ = true;
   count_ += n;
@@ -473,6 +503,16 @@ void Moments::merge(const Moments& other) {
   const double na = static_cast<double>(count_), nb = static_cast<double>(other.count_);
   const Eigen::VectorXd mean_a = mean(), mean_b = other.mean();
   const Eigen::VectorXd delta = mean_b - mean_a;
+  const bool both_norm = track_norm_moments_ && other.track_norm_moments_;
+  if (both_norm) {
+    const Eigen::VectorXd joint_pilot = mean_a + delta * (nb / (na + nb));
+    NormMoments a = norm_moments_about(joint_pilot);
+    const NormMoments b = other.norm_moments_about(joint_pilot);
+    a.products += b.products;
+    a.weighted += b.weighted;
+    norm_moments_ = std::move(a);
+  }
+  track_norm_moments_ = both_norm;
   Eigen::MatrixXd scatter = centered_scatter();
   scatter += other.centered_scatter();
   scatter.noalias() += delta * delta.transpose() * (na * nb / (na + nb));
@@ -498,6 +538,57 @@ void Moments::restore(Index count, bool has_pilot, Eigen::VectorXd pilot, Eigen:
   shifted_scatter_ = std::move(shifted_scatter);
   unit_sum_ = std::move(unit_sum);
   matched_cosine_sum_ = matched_cosine_sum;
+  // Without restore_norm_moments() the fourth-order sums are unknown (zero rows: exactly 0).
+  norm_moments_.products.setZero();
+  norm_moments_.weighted.setZero(width, 2);
+  track_norm_moments_ = count == 0;
+}
+
+void Moments::restore_norm_moments(NormMoments about_pilot) {
+  if (about_pilot.weighted.rows() != 2 * dim_ || about_pilot.weighted.cols() != 2)
+    throw std::invalid_argument("fourth-order sums do not match dim " + std::to_string(dim_));
+  norm_moments_ = std::move(about_pilot);
+  track_norm_moments_ = true;
+}
+
+// With s = origin - pilot split into (s_x, s_y), q_g = |z_g|^2 about the pilot and
+// q'_g = |z_g - s_g|^2 = q_g - 2 s_g.z_g + |s_g|^2, every sum about the origin expands into
+// sums about the pilot: the fourth-order ones, the shifted scatter R and sum S, and n.
+NormMoments Moments::norm_moments_about(const Eigen::VectorXd& origin) const {
+  if (!track_norm_moments_) throw std::logic_error("these moments do not track fourth-order sums");
+  const Index d = dim_, w = 2 * dim_;
+  if (origin.size() != w) throw std::invalid_argument("origin must have 2 dim entries");
+  const double n = static_cast<double>(count_);
+  const Eigen::VectorXd s = origin - pilot_;
+  const Eigen::MatrixXd raw = shifted_scatter_.selfadjointView<Eigen::Upper>();
+  const Eigen::VectorXd& sum = shifted_sum_;
+  // Per modality g: s_g padded to 2 dim, |s_g|^2, Q_g = sum q_g, s_g.S_g, R s_g (2 dim).
+  Eigen::VectorXd sg[2] = {Eigen::VectorXd::Zero(w), Eigen::VectorXd::Zero(w)};
+  sg[0].head(d) = s.head(d);
+  sg[1].tail(d) = s.tail(d);
+  double sq[2], total[2], along[2];
+  Eigen::VectorXd rs[2];
+  for (int g = 0; g < 2; ++g) {
+    sq[g] = sg[g].squaredNorm();
+    total[g] = raw.block(g * d, g * d, d, d).trace();
+    along[g] = sg[g].dot(sum);
+    rs[g] = raw * sg[g];
+  }
+  const NormMoments& m = norm_moments_;
+  NormMoments out;
+  out.weighted.resize(w, 2);
+  for (int g = 0; g < 2; ++g)
+    out.weighted.col(g) = m.weighted.col(g) - s * total[g] - 2.0 * rs[g] + 2.0 * s * along[g] + sq[g] * sum -
+                          n * sq[g] * s;
+  // products: (g, h) = (x, x), (x, y), (y, y).
+  const int pairs[3][2] = {{0, 0}, {0, 1}, {1, 1}};
+  for (int p = 0; p < 3; ++p) {
+    const int g = pairs[p][0], h = pairs[p][1];
+    out.products[p] = m.products[p] - 2.0 * sg[h].dot(m.weighted.col(g)) - 2.0 * sg[g].dot(m.weighted.col(h)) +
+                      4.0 * sg[g].dot(rs[h]) + sq[h] * total[g] + sq[g] * total[h] - 2.0 * sq[h] * along[g] -
+                      2.0 * sq[g] * along[h] + n * sq[g] * sq[h];
+  }
+  return out;
 }
 
 }  // namespace fastsas

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "fastsas/blas.hpp"
+#include "fastsas/exact.hpp"
 #include "fastsas/pairwise.hpp"
 #include "fastsas/parallel.hpp"
 #include "fastsas/screen.hpp"
@@ -106,20 +107,6 @@ template std::vector<double> pack_rows(const MatrixView<double>&, const char*, b
 }  // namespace detail
 
 namespace {
-
-// Largest T <= v and smallest T >= v.
-template <class T>
-T round_down(double v) {
-  T f = static_cast<T>(v);
-  if (static_cast<double>(f) > v) f = std::nextafter(f, -std::numeric_limits<T>::infinity());
-  return f;
-}
-template <class T>
-T round_up(double v) {
-  T f = static_cast<T>(v);
-  if (static_cast<double>(f) < v) f = std::nextafter(f, std::numeric_limits<T>::infinity());
-  return f;
-}
 
 // Rigorous bound on |tile entry - canonical value| for unit rows of dimension d: a T-precision
 // dot product in any summation order errs by at most gamma_d * sum |a_k b_k| (Higham), with
@@ -436,8 +423,8 @@ Bounds<T> bounds_of(std::vector<double> thr, double band, const ExactThreshold* 
   for (size_t i = 0; i < thr.size(); ++i)
     if (std::isfinite(thr[i])) {
       const double w = band + (exact != nullptr && exact[i].norm2 != 0 ? tie : 0.0);
-      b.lo[i] = round_down<T>(thr[i] - w);
-      b.hi[i] = round_up<T>(thr[i] + w);
+      b.lo[i] = exact::round_down<T>(thr[i] - w);
+      b.hi[i] = exact::round_up<T>(thr[i] + w);
     }
   b.thr = std::move(thr);
   return b;
@@ -639,8 +626,8 @@ Bounds<float> screen_bounds(std::vector<double> thr, const ScreenPack& own, cons
       const double band = pair_error_bound(precision, own.d, own.norm[i], own.qnorm[i], own.err[i], other.max_norm,
                                            other.max_qnorm, other.max_err) +
                           (exact != nullptr && exact[i].norm2 != 0 ? tie : 0.0);
-      b.lo[i] = round_down<float>(thr[i] - band);
-      b.hi[i] = round_up<float>(thr[i] + band);
+      b.lo[i] = exact::round_down<float>(thr[i] - band);
+      b.hi[i] = exact::round_up<float>(thr[i] + band);
     }
   b.thr = std::move(thr);
   return b;

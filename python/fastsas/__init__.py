@@ -13,7 +13,7 @@ the ``embed`` extra). Definitions of every number: docs/definitions.md, version
 >>> images, texts = fs.synthetic.paired_embeddings(5000, 64, image_only_factors=4)
 >>> result = fs.alignment(images, texts)
 >>> sorted(result)[:4]
-['centroid_cosine', 'centroid_euclidean', 'cka', 'cone_images']
+['centroid_cosine', 'centroid_euclidean', 'cka', 'cka_unbiased']
 >>> fs.store.EmbeddingStore.__name__
 'EmbeddingStore'
 """
@@ -24,9 +24,11 @@ from fastsas._validate import set_num_threads
 from fastsas._version import __version__
 from fastsas.audit import AuditResult, audit
 from fastsas.definitions import DEFINITIONS_VERSION, IMBALANCE_SIGN
-from fastsas.metrics import alignment, cka, coral, delta_cos, rmg, sas, svcca
+from fastsas.kernel_cka import cka_rbf
+from fastsas.metrics import alignment, cka, cka_unbiased, coral, delta_cos, procrustes, rmg, sas, svcca
 from fastsas.mmd import mmd
 from fastsas.moments import Moments, SpectralProfile
+from fastsas.neighbourhood import NeighbourhoodResult, Neighbours, knn, neighbourhood, neighbourhood_scores
 from fastsas.results import Metric, Metrics
 from fastsas.retrieval import retrieval
 
@@ -34,6 +36,8 @@ __all__ = [
     "AuditResult", "DEFINITIONS_VERSION", "IMBALANCE_SIGN", "Metric", "Metrics", "Moments", "SpectralProfile",
     "alignment", "audit", "cka", "coral", "dask", "delta_cos", "embed", "gap", "gpu", "io", "mmd", "report",
     "retrieval", "rmg", "sas", "set_num_threads", "store", "svcca", "synthetic", "__version__",
+    "NeighbourhoodResult", "Neighbours", "cka_rbf", "cka_unbiased", "knn", "neighbourhood", "neighbourhood_scores",
+    "procrustes",
 ]
 
 # Loaded on first use: importing them would load pyarrow, matplotlib, Dask, CuPy or torch

@@ -39,10 +39,11 @@ def corrupt(what: str, detail: str) -> ValueError:
                       "faulty writer: recompute it from its data")
 
 
-def unseal(data, magic: bytes, version: int, what: str) -> memoryview:
+def unseal(data, magic: bytes, version: int, what: str, unsealed: tuple[int, ...] = ()) -> memoryview:
     """The checked bytes of a form (everything but the checksum, magic and version
     included), or ValueError: not this kind of form, another version, truncated, or a
-    checksum that does not match.
+    checksum that does not match. A form of a version in `unsealed` (written before forms
+    were sealed) is returned whole, unchecked: its content checks are all that guard it.
 
     Parameters
     ----------
@@ -51,9 +52,11 @@ def unseal(data, magic: bytes, version: int, what: str) -> memoryview:
     magic : bytes
         The 7-byte magic of this kind of form.
     version : int
-        The version this fastsas reads.
+        The version this fastsas writes and reads sealed.
     what : str
         The form's name in messages ("Moments byte form").
+    unsealed : tuple of int
+        Earlier versions, without a checksum, still read.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
@@ -64,9 +67,15 @@ def unseal(data, magic: bytes, version: int, what: str) -> memoryview:
     if len(view) < len(magic) + 1:
         raise ValueError(f"{what} is truncated: {len(view)} bytes")
     found = view[len(magic)]
+    if found in unsealed:
+        return view
     if found != version:
-        raise ValueError(f"{what} version {found} is not supported (this fastsas reads version {version}): it was "
-                         "written by another fastsas version, or damaged; recompute it with this fastsas")
+        known = [str(v) for v in (*unsealed, version)]
+        reads = f"versions {', '.join(known[:-1])} and {known[-1]}" if unsealed else f"version {version}"
+        origin = ("a newer fastsas: upgrade fastsas to read it" if found > version else
+                  "an older fastsas: recompute it with this one")
+        raise ValueError(f"{what} version {found} is not supported (this fastsas reads {reads}): it was "
+                         f"written by {origin}, or it is damaged")
     if len(view) < len(magic) + 1 + CHECKSUM_BYTES:
         raise ValueError(f"{what} is truncated: {len(view)} bytes")
     body = view[:-CHECKSUM_BYTES]

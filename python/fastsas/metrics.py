@@ -213,3 +213,85 @@ svcca = _scalar(
     "    (docs/definitions.md).",
     ">>> 0 < fs.svcca(x, y) <= 1\n    True",
 )
+
+
+def cka_unbiased(images: Any, texts: Any, *, threads: int | None = None) -> float:
+    """Unbiased linear CKA: the unbiased HSIC (Song et al. 2012) of the linear kernels
+    K = X X', L = Y Y', normalised, exactly from one streaming pass (CPU).
+
+    Parameters
+    ----------
+    images, texts : array_like, shape (n, d)
+        Paired float16/32/64 rows, n >= 4.
+
+    Returns
+    -------
+    float
+        HSIC_u(K, L) / sqrt(HSIC_u(K, K) HSIC_u(L, L)) in [-1, 1]: negative values are honest
+        estimates of an alignment near zero; 0 when a modality shows no spread.
+
+    Raises
+    ------
+    ValueError
+        Unpaired inputs, fewer than 4 pairs, NaN/Inf or all-zero rows (named).
+
+    Examples
+    --------
+    >>> import numpy as np, fastsas as fs
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((1000, 16))
+    >>> abs(fs.cka_unbiased(x, rng.standard_normal((1000, 16)))) < 0.05
+    True
+    """
+    m, _ = _moments(images, texts, ("images", "texts"), True, threads, "cpu")
+    m._need(4)
+    reason = m.estimator_reasons().get("cka_unbiased")
+    if reason is not None:
+        raise ValueError(f"cka_unbiased is undefined for these embeddings: {reason}")
+    return Metric(m.estimators()["cka_unbiased"], "cpu")
+
+
+_PROCRUSTES = {"distance": "procrustes", "angular": "procrustes_angular",
+               "angular_whitened": "procrustes_angular_whitened"}
+
+
+def procrustes(images: Any, texts: Any, variant: str = "distance", *, threads: int | None = None,
+               backend: str = "auto") -> float:
+    """Orthogonal Procrustes distances from one streaming pass.
+
+    Parameters
+    ----------
+    images, texts : array_like, shape (n, d)
+        Paired float16/32/64 rows, n >= 2.
+    variant : {"distance", "angular", "angular_whitened"}
+        "distance": min over orthogonal Q of ||Xc Q - Yc||_F^2 / n = tr Cx + tr Cy - 2 ||Cxy||_*;
+        "angular": arccos(||Cxy||_* / sqrt(tr Cx tr Cy)) in radians, in [0, pi / 2];
+        "angular_whitened": the same on whitened modalities, arccos of the sum of canonical
+        correlations over sqrt(rank_x rank_y).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        An unknown variant, unpaired inputs, fewer than 2 pairs, NaN/Inf or all-zero rows.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsas as fs
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((1000, 8))
+    >>> q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    >>> round(fs.procrustes(x, x @ q), 9)
+    0.0
+    """
+    if variant not in _PROCRUSTES:
+        raise ValueError(f"variant must be one of {', '.join(map(repr, _PROCRUSTES))}, got {variant!r}")
+    m, kind = _moments(images, texts, ("images", "texts"), True, threads, backend)
+    key = _PROCRUSTES[variant]
+    reason = m.estimator_reasons().get(key)
+    if reason is not None:
+        raise ValueError(f"{key} is undefined for these embeddings: {reason}")
+    return Metric(m.estimators()[key], kind)

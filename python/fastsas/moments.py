@@ -24,6 +24,10 @@ ALIGNMENT_KEYS = (
     "cone_images", "cone_texts", "matched_cosine",
 )
 
+# Keys of the alignment dict beyond the covariance family: the unbiased linear CKA and the
+# orthogonal Procrustes distances (Moments.estimators).
+ESTIMATOR_KEYS = ("cka_unbiased", "procrustes", "procrustes_angular", "procrustes_angular_whitened")
+
 
 @dataclass(frozen=True)
 class SpectralProfile:
@@ -87,23 +91,30 @@ class SpectralProfile:
 
 
 _MAGIC = b"FSASMOM"
-_FORMAT_VERSION = 2  # 2: sealed with a CRC-32 (fastsas._byteform)
+_FORMAT_VERSION = 3  # 3: version 2 sealed with a CRC-32 (fastsas._byteform)
+_UNSEALED_VERSIONS = (1, 2)  # written before forms were sealed: still read, their content checked
 _HEADER = struct.Struct("<7sBqqBBd")  # magic, version, dim, count, has_pilot, tracks, cosine sum
+# Versions 2 and 3 append a flag byte (the fourth-order sums are tracked) and, always, those
+# sums: [sum a^2, sum a b, sum b^2] then the 2 dim x 2 matrix [sum a z, sum b z] by columns.
+# Version 1 does not carry them; its moments do not track the fourth-order sums.
+_NORM_FLAG = struct.Struct("<B")
 # Rounding slack of the count checks below: a cosine sum or a norm of a sum of unit rows
 # exceeds its count only by accumulated rounding.
 _COUNT_SLACK = 1e-6
 
 
 def _check_state(what: str, count: int, has_pilot: bool, tracks: bool, cos_sum: float, pilot: np.ndarray,
-                 shifted_sum: np.ndarray, unit_sum: np.ndarray, upper: np.ndarray, dim: int) -> None:
-    """Refuse a decoded state that no rows could give: values not finite, sums without rows,
-    rows without a pilot, cosine sums or unit-row sums larger than the count, a negative
-    sum of squares."""
+                 shifted_sum: np.ndarray, unit_sum: np.ndarray, upper: np.ndarray, dim: int,
+                 further: np.ndarray) -> None:
+    """Refuse a decoded state that no rows could give: values not finite (`further`: the
+    accumulators after the scatter, whatever they are), sums without rows, rows without a
+    pilot, cosine sums or unit-row sums larger than the count, a negative sum of squares."""
     for field, values in (("the pilot mean", pilot), ("the shifted sum", shifted_sum), ("the unit-row sum", unit_sum),
-                          ("the scatter", upper), ("the matched cosine sum", np.array([cos_sum]))):
+                          ("the scatter", upper), ("the matched cosine sum", np.array([cos_sum])),
+                          ("the sums after the scatter", further)):
         check_finite(values, what, field)
     if count == 0:
-        if np.any(shifted_sum) or np.any(unit_sum) or np.any(upper) or cos_sum:
+        if np.any(shifted_sum) or np.any(unit_sum) or np.any(upper) or np.any(further) or cos_sum:
             raise corrupt(what, "it has no rows (n = 0) but non-zero sums")
         return
     if not has_pilot:
@@ -335,8 +346,86 @@ class Moments:
         if not self.tracks_unit_rows:
             raise ValueError(f"{what} needs Moments(..., track_unit_rows=True)")
 
+    def estimators(self) -> dict[str, float]:
+        """The unbiased linear CKA and the orthogonal Procrustes distances (ESTIMATOR_KEYS),
+        computed once per analysis and cached until the next update or merge.
+
+        cka_unbiased: the unbiased HSIC (Song et al. 2012) of the linear kernels, normalised;
+        may be negative near zero alignment; 0 when a modality shows no spread; NaN when it is
+        undefined (fewer than 4 pairs, moments restored from the first byte form, which does not
+        carry the fourth-order sums, or magnitudes whose fourth powers leave float64), with the
+        reason in :meth:`estimator_reasons`.
+        procrustes: min over orthogonal Q of ||Xc Q - Yc||_F^2 / n; procrustes_angular:
+        arccos(||Cxy||_* / sqrt(tr Cx tr Cy)); procrustes_angular_whitened: the same on
+        whitened modalities, arccos(sum of canonical correlations / sqrt(rank_x rank_y)).
+
+        >>> import numpy as np, fastsas as fs
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((500, 8))
+        >>> e = fs.Moments(8).update(x, x).estimators()
+        >>> round(e["cka_unbiased"], 6), round(e["procrustes"], 6)
+        (1.0, 0.0)
+        """
+        values, _ = self._estimates_and_reasons()
+        return dict(values)
+
+    def estimator_reasons(self) -> dict[str, str]:
+        """Why an estimator of :meth:`estimators` is NaN for these moments, by key (empty when
+        every one is defined)."""
+        return dict(self._estimates_and_reasons()[1])
+
+    def _estimates_and_reasons(self) -> tuple[dict[str, float], dict[str, str]]:
+        a = self.analysis()
+        cached = getattr(self, "_estimates", None)
+        if cached is None or cached[0] is not a:
+            with self._lock:
+                threads = resolve_threads(self._threads)
+                norm = _core.moments_norm_state(self._core)
+                reasons: dict[str, str] = {}
+                cka_u = float("nan")
+                if self.n < 4:
+                    reasons["cka_unbiased"] = f"it needs at least 4 pairs, these moments hold {self.n}"
+                elif not norm["tracked"]:
+                    reasons["cka_unbiased"] = ("these moments were restored from byte form 1, which does not "
+                                               "carry the fourth-order sums: recompute them from the embeddings")
+                elif not self._fourth_powers_in_range(norm):
+                    reasons["cka_unbiased"] = ("the embeddings' squared norms squared leave the float64 range at "
+                                               "this magnitude: multiply both modalities by a constant that brings "
+                                               "their values near 1 (CKA does not depend on scale)")
+                else:
+                    cka_u = float(_core.linear_cka_unbiased(self._core)["value"])
+                p = _core.procrustes(self._core, threads)
+                values = {"cka_unbiased": cka_u, "procrustes": float(p["distance"]),
+                          "procrustes_angular": float(p["angular"]),
+                          "procrustes_angular_whitened": float(p["whitened_angular"])}
+                for key, value in values.items():
+                    if not np.isfinite(value) and key not in reasons:
+                        reasons[key] = ("its value leaves the float64 range at this magnitude: multiply both "
+                                        "modalities by a constant that brings their values near 1")
+                        values[key] = float("nan")
+            self._estimates = (a, values, reasons)
+            cached = self._estimates
+        return cached[1], cached[2]
+
+    def _fourth_powers_in_range(self, norm: dict) -> bool:
+        """Whether the fourth-order sums hold the rows' squared norms squared without overflow
+        or underflow: finite, and not lost below float64's smallest normal number while the
+        rows do spread (their shifted squared norms sum to the scatter's trace)."""
+        products = np.asarray(norm["products"], dtype=np.float64)
+        if not np.all(np.isfinite(products)):
+            return False
+        scatter_diagonal = np.diag(np.asarray(self._core.state()["shifted_scatter"]))
+        for trace, fourth in ((scatter_diagonal[: self.dim].sum(), products[0]),
+                              (scatter_diagonal[self.dim:].sum(), products[2])):
+            mean_square = trace / max(self.n, 1)
+            if mean_square > 0 and (mean_square < 1e-140 or fourth < 1e-280):
+                return False
+        return True
+
     def alignment(self, topq: float = 0.1) -> dict[str, float]:
-        """Every alignment metric of docs/definitions.md, as a dict of floats (plus n)."""
+        """Every alignment metric of docs/definitions.md, as a dict of floats (plus n), with the
+        estimators (ESTIMATOR_KEYS) after the covariance family; an estimator these moments
+        leave undefined (see :meth:`estimators`) is absent rather than NaN."""
         q = check_topq(topq)
         self._require_unit_rows("alignment()")
         a = self.analysis()
@@ -350,49 +439,64 @@ class Moments:
         }
         for key in ALIGNMENT_KEYS[4:]:
             out[key] = self._defined(key)
+        values, undefined = self._estimates_and_reasons()
+        out.update({key: value for key, value in values.items() if key not in undefined})
         out["n"] = int(self.n)
         out["topq"] = q
         return out
 
     # -- byte form ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Compact versioned byte form: a header, the state as little-endian float64 (upper
-        triangle of the scatter only), and a CRC-32 of all of it (fastsas._byteform)."""
+        """Compact versioned byte form (version 3): a header, the state as little-endian
+        float64 (upper triangle of the scatter only, then the fourth-order sums), and a CRC-32
+        of all of it (fastsas._byteform)."""
         s = self._core.state()
         d2 = 2 * self.dim
         upper = np.asarray(s["shifted_scatter"])[np.triu_indices(d2)]
         header = _HEADER.pack(_MAGIC, _FORMAT_VERSION, self.dim, s["count"], int(s["has_pilot"]),
                               int(self.tracks_unit_rows), s["matched_cosine_sum"])
-        body = np.concatenate([s["pilot"], s["shifted_sum"], s["unit_sum"], upper]).astype("<f8")
-        return seal(header + body.tobytes())
+        norm = _core.moments_norm_state(self._core)
+        body = np.concatenate([s["pilot"], s["shifted_sum"], s["unit_sum"], upper, norm["products"],
+                               np.asarray(norm["weighted"]).ravel(order="F")]).astype("<f8")
+        return seal(header + _NORM_FLAG.pack(int(norm["tracked"])) + body.tobytes())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Moments":
         """The Moments of a byte form written by :meth:`to_bytes`. ValueError names what is
         wrong with a foreign, other-version, truncated, padded or damaged blob (the checksum
         is verified first), or with a state no rows could give (negative or inconsistent
-        counts, NaN or infinite sums)."""
+        counts, NaN or infinite sums). Forms of versions 1 and 2, written before forms were
+        sealed, are still read, with the same checks of what they decode to."""
         what = "Moments byte form"
-        framed = unseal(data, _MAGIC, _FORMAT_VERSION, what)
+        framed = unseal(data, _MAGIC, _FORMAT_VERSION, what, _UNSEALED_VERSIONS)
         if len(framed) < _HEADER.size:
             raise ValueError(f"{what} is truncated: {len(framed)} bytes, shorter than its {_HEADER.size}-byte header")
-        _, _, dim, count, has_pilot, tracks, cos_sum = _HEADER.unpack_from(framed)
+        _, version, dim, count, has_pilot, tracks, cos_sum = _HEADER.unpack_from(framed)
         if dim < 1 or count < 0 or has_pilot > 1 or tracks > 1:
             raise corrupt(what, f"its header says dim {dim}, n {count}, has_pilot {has_pilot}, unit rows {tracks}")
         d2 = 2 * dim
-        expected = _HEADER.size + 8 * (3 * d2 + d2 * (d2 + 1) // 2)
+        triangle = d2 * (d2 + 1) // 2
+        start = _HEADER.size + (_NORM_FLAG.size if version >= 2 else 0)
+        expected = start + 8 * (3 * d2 + triangle + (3 + 2 * d2 if version >= 2 else 0))
+        sealed = CHECKSUM_BYTES if version == _FORMAT_VERSION else 0
         if len(framed) != expected:
-            raise ValueError(f"{what} is truncated or padded: {len(framed) + CHECKSUM_BYTES} bytes, expected "
-                             f"{expected + CHECKSUM_BYTES} for dim {dim}")
-        body = np.frombuffer(framed, dtype="<f8", offset=_HEADER.size).astype(np.float64)
+            raise ValueError(f"{what} is truncated or padded: {len(framed) + sealed} bytes, expected "
+                             f"{expected + sealed} for dim {dim}")
+        norm_tracked = version >= 2 and _NORM_FLAG.unpack_from(framed, _HEADER.size)[0]
+        if norm_tracked > 1:
+            raise corrupt(what, f"its fourth-order flag is {norm_tracked}")
+        body = np.frombuffer(framed, dtype="<f8", offset=start).astype(np.float64)
         pilot, shifted_sum, unit_sum = body[:d2], body[d2:2 * d2], body[2 * d2:3 * d2]
         _check_state(what, count, bool(has_pilot), bool(tracks), cos_sum, pilot, shifted_sum, unit_sum,
-                     body[3 * d2:], dim)
+                     body[3 * d2:3 * d2 + triangle], dim, body[3 * d2 + triangle:])
         scatter = np.zeros((d2, d2))
-        scatter[np.triu_indices(d2)] = body[3 * d2:]
+        scatter[np.triu_indices(d2)] = body[3 * d2:3 * d2 + triangle]
         m = cls(dim, track_unit_rows=bool(tracks))
         m._core.restore(count=count, has_pilot=bool(has_pilot), pilot=pilot, shifted_sum=shifted_sum,
                         shifted_scatter=np.asfortranarray(scatter), unit_sum=unit_sum, matched_cosine_sum=cos_sum)
+        if norm_tracked:
+            norm = body[3 * d2 + triangle:]
+            _core.moments_restore_norm(m._core, norm[:3], np.asfortranarray(norm[3:].reshape(d2, 2, order="F")))
         return m
 
     def __reduce__(self):

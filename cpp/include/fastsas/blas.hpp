@@ -30,4 +30,8 @@ void symmetric_eigen(int n, double* a, double* w);
 // `a` is overwritten; `z` receives n x count eigenvectors (column-major).
 void symmetric_eigen_top(int n, int count, double* a, double* w, double* z);
 
+// Singular values only (LAPACK dgesdd), descending, of a column-major m x n matrix `a`
+// (overwritten); `s` receives min(m, n) values. Throws std::runtime_error on failure.
+void singular_values(int m, int n, double* a, double* s);
+
 }  // namespace fastsas::blas

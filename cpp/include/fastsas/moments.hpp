@@ -60,6 +60,15 @@ class BadRowsError : public std::invalid_argument {
   Index total_;
 };
 
+// Fourth-order sums about an origin o = [o_x o_y] (2 dim), for the unbiased HSIC of linear
+// kernels (estimators.hpp): with a_i = |x_i - o_x|^2, b_i = |y_i - o_y|^2 and z_i the row pair
+// minus o, `products` = [sum a^2, sum a b, sum b^2] and `weighted` (2 dim x 2) = [sum a_i z_i,
+// sum b_i z_i].
+struct NormMoments {
+  Eigen::Vector3d products = Eigen::Vector3d::Zero();
+  Eigen::MatrixXd weighted;
+};
+
 class Moments {
  public:
   // Rows per block: the unit of parallel work and of the fixed reduction order. Chosen so
@@ -113,6 +122,16 @@ class Moments {
                Eigen::MatrixXd shifted_scatter, Eigen::VectorXd unit_sum,
                double matched_cosine_sum);
 
+  // The fourth-order sums (NormMoments) are kept about the pilot, beside the rest, in the same
+  // pass. A state restored without them (restore() alone, as for the first byte form) does
+  // not track them until restore_norm_moments() gives them.
+  bool tracks_norm_moments() const { return track_norm_moments_; }
+  const NormMoments& norm_moments() const { return norm_moments_; }  // about pilot()
+  void restore_norm_moments(NormMoments about_pilot);
+  // The same sums about another origin (2 dim), re-expressed exactly from the state (the
+  // shifted sum and scatter carry every lower-order term). Needs tracks_norm_moments().
+  NormMoments norm_moments_about(const Eigen::VectorXd& origin) const;
+
  private:
   template <class T>
   void set_pilot(const MatrixView<T>& x, const MatrixView<T>& y, const Index* rows, Index count);
@@ -129,6 +148,8 @@ class Moments {
   Eigen::MatrixXd shifted_scatter_; // sum (z - pilot)(z - pilot)^T, upper triangle
   Eigen::VectorXd unit_sum_;        // 2*dim
   double matched_cosine_sum_ = 0.0;
+  bool track_norm_moments_ = true;
+  NormMoments norm_moments_;        // about pilot_
 };
 
 // One Moments per group code, filled in one pass: each row goes to the group its code

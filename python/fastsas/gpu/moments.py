@@ -77,6 +77,10 @@ class GpuMoments:
         self._sum = cp.zeros(w, dtype=cp.float64)
         self._unit = cp.zeros(w, dtype=cp.float64)
         self._cosine = cp.zeros((), dtype=cp.float64)
+        # Fourth-order sums about the pilot (the CPU's NormMoments): [sum a^2, sum a b, sum b^2]
+        # and [sum a z, sum b z] with a, b the squared norms of the shifted image and text rows.
+        self._norm_products = cp.zeros(3, dtype=cp.float64)
+        self._norm_weighted = cp.zeros((w, 2), dtype=cp.float64)
         self._streams: dict[Any, PinnedStream] = {}
         self.bytes_from_host = 0
 
@@ -129,6 +133,8 @@ class GpuMoments:
         d_sum = cp.zeros(w, dtype=cp.float64)
         d_unit = cp.zeros(w, dtype=cp.float64)
         d_cos = cp.zeros((), dtype=cp.float64)
+        d_norm_products = cp.zeros(3, dtype=cp.float64)
+        d_norm_weighted = cp.zeros((w, 2), dtype=cp.float64)
         pilot_host = self._pilot
         pilot = None if pilot_host is None else cp.asarray(pilot_host)
         bad = BadRowCollector([("x", NON_FINITE), ("y", NON_FINITE), ("x", ZERO_NORM), ("y", ZERO_NORM)])
@@ -175,6 +181,7 @@ class GpuMoments:
                 if self.track_unit_rows:
                     d_unit += part_unit[:chunks].sum(axis=0)
                     d_cos += cosine[:rows].sum()
+                self._add_norm_moments(z[:rows], d_norm_products, d_norm_weighted)
                 full = rows // BLOCK_ROWS
                 if full:
                     batched_gram(z, BLOCK_ROWS, full, gram)
@@ -195,7 +202,22 @@ class GpuMoments:
         self._sum += d_sum
         self._unit += d_unit
         self._cosine += d_cos
+        self._norm_products += d_norm_products
+        self._norm_weighted += d_norm_weighted
         self.n += added
+
+    def _add_norm_moments(self, z, products, weighted) -> None:
+        """Adds the fourth-order terms of shifted rows z (rows x 2 dim, in T) in float64, a
+        block at a time (bounded scratch)."""
+        cp = _arrays.cupy_module()
+        d = self.dim
+        for b0 in range(0, z.shape[0], BLOCK_ROWS):
+            zd = z[b0:b0 + BLOCK_ROWS].astype(cp.float64)
+            a = cp.einsum("ij,ij->i", zd[:, :d], zd[:, :d])
+            b = cp.einsum("ij,ij->i", zd[:, d:], zd[:, d:])
+            products += cp.stack([a @ a, a @ b, b @ b])
+            weighted[:, 0] += zd.T @ a
+            weighted[:, 1] += zd.T @ b
 
     @staticmethod
     def _collect(bad: BadRowCollector, flags, offset: int) -> None:
@@ -216,6 +238,8 @@ class GpuMoments:
         core.restore(count=int(self.n), has_pilot=self._pilot is not None, pilot=pilot,
                      shifted_sum=cp.asnumpy(self._sum), shifted_scatter=scatter, unit_sum=cp.asnumpy(self._unit),
                      matched_cosine_sum=float(self._cosine.get()))
+        _core.moments_restore_norm(core, cp.asnumpy(self._norm_products),
+                                   np.asfortranarray(cp.asnumpy(self._norm_weighted)))
         return core
 
     def to_moments(self, threads: int | None = None) -> Moments:
