@@ -312,3 +312,19 @@ def test_retrieval_steps_share_each_blocks_codes():
     assert len(steps) == 16
     # 1000 int32 codes of each side would be 8000 bytes; the keys are a few dozen
     assert max(len(pickle.dumps(task, protocol=5)) for task in steps) < 4000
+
+
+def test_a_progress_hook_gets_the_cluster_steps_instead_of_dasks_bar(capsys):
+    x, y = fs.synthetic.paired_embeddings(2000, 16, image_only_factors=2)
+    seen = []
+
+    def hook(iterable, description, total):
+        seen.append((description, total))
+        return iterable
+
+    got = fsd.audit(x, y, groups=np.arange(2000) % 2, block_rows=500, progress=hook, chance_repeats=1)
+    descriptions = [d for d, _ in seen]
+    assert "moments on the cluster (one pass)" in descriptions and "retrieval on the cluster (row blocks)" in descriptions
+    assert any(d.startswith("mismatch statistic") for d in descriptions)  # the client's steps report too
+    assert "Completed" not in capsys.readouterr().err  # no Dask ProgressBar interleaved
+    assert got.mismatch_test["units_tested"] == 2000 and got.chance["alignment"]["repeats"] == 1

@@ -595,18 +595,26 @@ def _one_line_error(capsys, *fragments):
         assert f in err, err
 
 
-def test_cli_embed_then_audit(models, tmp_path, capsys):
+def _study_folders(tmp_path, count, seed, write):
+    """One folder per study S000, S001, ... (write(folder, i) puts its images there) and a
+    reports CSV: (images folder, reports CSV)."""
     images = tmp_path / "images"
-    ids, texts = [], tm.reports(40, seed=11)
-    for i in range(40):
-        sid = f"S{i:03d}"
-        ids.append(sid)
-        if i % 2:
-            tm.write_dicom(images / sid / "1.dcm", tm.dicom_pixels(i), modality=("CR", "CT")[i % 4 == 1],
-                           center=2048.0, width=2000.0)
-        else:
-            tm.save_image(images / sid / "1.png", i)
-    reports = _write_reports_csv(tmp_path / "reports.csv", ids, texts)
+    ids = [f"S{i:03d}" for i in range(count)]
+    for i, sid in enumerate(ids):
+        write(images / sid, i)
+    return images, _write_reports_csv(tmp_path / "reports.csv", ids, tm.reports(count, seed=seed))
+
+
+def _dicom_or_png(folder, i):
+    if i % 2:
+        tm.write_dicom(folder / "1.dcm", tm.dicom_pixels(i), modality=("CR", "CT")[i % 4 == 1], center=2048.0,
+                       width=2000.0)
+    else:
+        tm.save_image(folder / "1.png", i)
+
+
+def test_cli_embed_then_audit(models, tmp_path, capsys):
+    images, reports = _study_folders(tmp_path, 40, 11, _dicom_or_png)
     (images / "S999").mkdir()
     (images / "S999" / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
     store = tmp_path / "store"
@@ -623,12 +631,39 @@ def test_cli_embed_then_audit(models, tmp_path, capsys):
     got = data["audit"] if "audit" in data else data
     x, y = (np.asarray(a) for a in open_source(store).arrays())
     assert got["alignment"]["sas_i2t"] == pytest.approx(fs.alignment(x, y)["sas_i2t"], rel=1e-6)  # float32: chunking
-    assert {g["group"] for g in got["groups"]} == {"", "CR", "CT"}
+    assert {g["group"] for g in got["groups"]} == {"(missing)", "CR", "CT"}  # the PNGs have no Modality
     capsys.readouterr()
     # re-running resumes: nothing left to embed
     assert main(["embed", "--model", str(models["clip"]), "--images", str(images), "--texts", str(reports),
                  "--out", str(store), "--image-id", "parent", "--workers", "0", "--device", "cpu", "--quiet"]) == 0
     assert "0 rows embedded" in capsys.readouterr().out
+
+
+def test_audit_of_a_frames_all_store_uses_the_study_as_the_unit(models, tmp_path, capsys):
+    def multi_frame(folder, i):
+        tm.write_dicom(folder / "1.dcm", tm.dicom_pixels(i, frames=2 + i % 3), center=2048.0, width=2000.0)
+
+    images, reports = _study_folders(tmp_path, 24, 5, multi_frame)
+    store = tmp_path / "store"
+    assert main(["embed", "--model", str(models["clip"]), "--images", str(images), "--texts", str(reports),
+                 "--out", str(store), "--image-id", "parent", "--frames", "all", "--workers", "0", "--device", "cpu",
+                 "--quiet"]) == 0
+    rows = open_source(store).n
+    assert rows == sum(2 + i % 3 for i in range(24)) and open_source(store).id_column == "study_id"
+    reports_of = {}
+    for name, extra in (("recorded", []), ("given", ["--id-column", "study_id"]), ("rows", ["--by-row"])):
+        out = tmp_path / name
+        assert main(["audit", str(store), "--out", str(out), "--format", "json", "--jackknife-blocks", "6",
+                     "--quiet", *extra]) == 0
+        reports_of[name] = json.loads((out / "report.json").read_text())
+    recorded, given, rows_as_units = reports_of["recorded"], reports_of["given"], reports_of["rows"]
+    assert recorded["unit"] == given["unit"] == {"name": "study_id", "count": 24, "by": "id", "blocks": 6}
+    assert recorded["uncertainty"] == given["uncertainty"] and recorded["retrieval"] == given["retrieval"]
+    assert recorded["mismatch_test"]["units_tested"] == 24
+    assert rows_as_units["unit"] == {"name": "pair", "count": rows, "by": "row", "blocks": 6}
+    assert rows_as_units["uncertainty"]["sas_i2t"]["se"] != recorded["uncertainty"]["sas_i2t"]["se"]
+    unit_line = [f["text"] for f in recorded["findings"] if f["kind"] == "unit"][0]
+    assert "study_id" in unit_line and "24 units" in unit_line
 
 
 def test_cli_embed_bad_input_exits_2(models, tmp_path, capsys):

@@ -397,3 +397,26 @@ def test_bad_sweep_arguments(pair32):
         fs.gap.sweep(x, y, retrieval="yes")
     with pytest.raises(TypeError, match="images must be an array .* or, with texts=None, a chunk source"):
         fs.gap.sweep(5)
+
+
+def test_best_lambda_is_declared_only_beyond_the_folds_spread():
+    from fastsas.gap.results import GapPoint
+    from fastsas.gap.run import probe_gain
+
+    def point(lam, folds):
+        return GapPoint(lam, 0.0, {}, None, {"accuracy": float(np.mean(folds)), "fold_accuracy": folds})
+
+    zero = point(0.0, [0.80, 0.82, 0.78])
+    clear = probe_gain({0.0: zero, 0.5: point(0.5, [0.85, 0.86, 0.84])}, 0.5)  # gains 0.05, 0.04, 0.06
+    assert clear["declared"] and clear["mean_gain"] == pytest.approx(0.05) and clear["spread"] == pytest.approx(0.01)
+    noisy = probe_gain({0.0: zero, 0.5: point(0.5, [0.86, 0.80, 0.79])}, 0.5)  # gains 0.06, -0.02, 0.01
+    assert not noisy["declared"] and noisy["mean_gain"] < noisy["spread"]
+    assert probe_gain({0.5: point(0.5, [0.9, 0.9, 0.9])}, 0.5)["declared"] is None  # no lambda = 0 to beat
+
+    x, y, labels = latent_labels()
+    res = fs.gap.sweep(x, y, lams=(0, 0.5, 1), labels=labels, retrieval=False, cv=3, seed=7)
+    gains = np.subtract(res.point(res.best_lam).probe["fold_accuracy"], res.point(0).probe["fold_accuracy"])
+    declared = res.best_lam != 0 and gains.mean() > gains.std(ddof=1)
+    assert res.probe_gain["declared"] == declared and res.declared_lam == (res.best_lam if declared else None)
+    d = res.to_dict()
+    assert d["verdict"] == res.verdict() and "unit-normalised rows" in d["lam0_rows"]

@@ -204,7 +204,7 @@ def test_everything_inserted_into_html_is_escaped(written, audit, tmp_path):
         parser.feed(text)
         assert set(parser.tags) <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3",
                                     "p", "div", "section", "figure", "img", "figcaption", "table", "caption",
-                                    "thead", "tbody", "tr", "th", "td", "code", "footer"}, set(parser.tags)
+                                    "thead", "tbody", "tr", "th", "td", "code", "footer", "ol", "li"}, set(parser.tags)
         assert not [a for a in parser.attrs if a.startswith("on")]
         assert parser.tags.count("img") == len(_figures(text))
     assert html.escape(SCRIPT) in written["html"] and html.escape(ATTR) in written["html"]  # labels, escaped
@@ -233,8 +233,9 @@ def test_report_without_subgroups_retrieval_or_sweep(tmp_path):
     paths = rp.write_report(small, tmp_path)
     page, md = paths["html"].read_text(), paths["md"].read_text()
     assert [f[0] for f in _figures(page)] == ["spectrum", "sas_vs_q"]
-    assert "Not assessed: retrieval was not computed." in page
-    assert "Suspected mismatches: not assessed" in md
+    # the mismatch test needs no retrieval: the section says what it found either way
+    assert rp.mismatch_summary(small.to_dict()) in md
+    assert html.escape(rp.mismatch_summary(small.to_dict())) in page
     for text in (page, md):
         assert "The images carry structure that the texts do not mirror" in text
 
@@ -259,12 +260,17 @@ def test_markdown_has_the_key_numbers(written, audit):
     lo, hi = u["sas_imbalance"]["ci_low"], u["sas_imbalance"]["ci_high"]
     assert f"{rp.format_value(lo)} to {rp.format_value(hi)}" in md
     assert f"| imbalance test p | {u['imbalance_test']['p_value']:.3f} |" in md
-    assert f"{audit.retrieval['i2t_r1']:.4f}" in md
-    assert f"Suspected mismatches: {len(audit.mismatches)}" in md
+    assert f"| image→text R@1 | {100 * audit.retrieval['i2t_r1']:.1f}% |" in md  # recall in percent
+    assert f"Suspected mismatches: {audit.mismatch_test['flagged']:,} at a 5% false discovery rate" in md
     worst = min((g for g in audit.groups if g["status"] == "ok"), key=lambda g: g["alignment"]["sas_sym"])
-    assert f"SAS(I→T) {worst['alignment']['sas_i2t']:.4f}" in md
+    from fastsas.report.markdown import _md  # labels are escaped for Markdown
+
+    assert f"| {_md(worst['group'])} | {worst['n']:,} | ok | {worst['alignment']['sas_i2t']:.4f} |" in md  # subgroups
+    for period in audit.drift:  # and the drift table
+        assert f"| {period['group']} | {period['n']:,} | ok | {period['alignment']['sas_i2t']:.4f} |" in md
     assert SCRIPT not in md and ATTR not in md and "<img" not in md
-    assert not any(m["id"] in md for m in audit.mismatches)  # the summary holds counts, not ids
+    # the same content as the HTML page: the suspects by id (show_ids=False drops them, tested above)
+    assert audit.mismatches and all(m["id"] in md for m in audit.mismatches)
 
 
 # ------------------------------------------------------------------------------------ fingerprint
@@ -359,3 +365,66 @@ def test_html_renders_in_headless_chromium(written, tmp_path):
         assert np.mean(np.any(shown < 200, axis=2)) > 0.01, name
         diff = np.abs(shown - _rgb(data).astype(np.int16)).mean()
         assert diff < 4, f"figure {name} on screen differs from its PNG (mean abs diff {diff:.1f})"
+
+
+class _FindingsList(HTMLParser):
+    """The items (kind, severity, text) of the page's findings list, as a browser's DOM has them."""
+
+    def __init__(self):
+        super().__init__()
+        self.items, self._in_list, self._item = [], False, None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "ol" and a.get("id") == "findings-list":
+            self._in_list = True
+        elif tag == "li" and self._in_list:
+            self._item = [a.get("data-kind"), a.get("class"), ""]
+
+    def handle_endtag(self, tag):
+        if tag == "li" and self._item is not None:
+            self.items.append(tuple(self._item))
+            self._item = None
+        elif tag == "ol":
+            self._in_list = False
+
+    def handle_data(self, data):
+        if self._item is not None:
+            self._item[2] += data
+
+
+def test_findings_are_the_same_in_the_json_the_page_and_the_markdown(written):
+    data = _strict_load(written["json"])
+    assert data["findings"] and data["findings"][0]["kind"] == "mismatches"
+    kinds = [f["kind"] for f in data["findings"]]
+    assert {"mismatches", "imbalance", "chance", "drift", "unit"} <= set(kinds)
+    parser = _FindingsList()
+    parser.feed(written["html"])
+    assert [(k, t) for k, _, t in parser.items] == [(f["kind"], f["text"]) for f in data["findings"]]
+    from fastsas.report.markdown import _md  # Markdown's escaping of data text
+
+    for i, f in enumerate(data["findings"], 1):
+        assert f"{i}. {_md(f['text'])}" in written["md"]
+    # recall in percent in the words, as fractions in the numbers
+    chance = next(f for f in data["findings"] if f["kind"] == "chance")
+    assert f"{100 * data['retrieval']['i2t_r1']:.1f}%" in chance["text"]
+    assert chance["values"]["i2t_r1"]["value"] == data["retrieval"]["i2t_r1"]
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium not found: no chromium or chromium-browser on "
+                    "PATH (Debian: apt-get install -y chromium); CI installs it")
+def test_findings_list_in_headless_chromium_matches_the_json(written, tmp_path):
+    cmd = [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+           "--no-default-browser-check", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+           written["paths"]["html"].as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    parser = _FindingsList()
+    parser.feed(done.stdout)  # the DOM the browser built from the page
+    data = _strict_load(written["json"])
+    assert len(parser.items) == len(data["findings"]) > 3
+    for (kind, severity, text), f in zip(parser.items, data["findings"]):
+        assert (kind, severity, text) == (f["kind"], f["severity"], f["text"])
+    numbers = next(f for f in data["findings"] if f["kind"] == "mismatches")["values"]
+    assert f"{numbers['flagged']:,}" in parser.items[0][2] and numbers["flagged"] == data["mismatch_test"]["flagged"]

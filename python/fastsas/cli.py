@@ -13,14 +13,21 @@ from typing import Any, Iterable, Iterator, List, Optional
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Column, Table
 
 import fastsas as fs
 from fastsas._dispatch import resolve_backend
+from fastsas.audit.compare import compare as compare_archives
+from fastsas.audit.compare import same_ids
+from fastsas.audit.plan import fill_missing
+from fastsas.gap.results import LAM0_ROWS
 from fastsas.io import NpyPairSource, fingerprint_arrays
 from fastsas.io.strict_json import dumps
 from fastsas.report import parse_formats, write_compare, write_gap_sweep, write_report
+from fastsas.report.compare import LABELS, compare_findings
+from fastsas.report.findings import findings
 from fastsas.store import open_source
 from fastsas.synthetic import demo_archive
 
@@ -44,22 +51,27 @@ class UserError(Exception):
 # -- progress ----------------------------------------------------------------------------------
 class Steps:
     """Rich progress bars (on stderr) for fastsas' `progress(iterable, description, total)`
-    hooks, and a bar for single long steps. Silent with --quiet."""
+    hooks: counts done of the total, time elapsed and an estimate of the time left (an item
+    that is a ``range`` counts as that many rows); and a bar for single long steps. Silent
+    with --quiet."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
 
     def _progress(self) -> Progress:
-        return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
-                        disable=not self.enabled, transient=False)
+        # The description gives way first (cut with an ellipsis), so the counts and the ETA stay
+        # whole in an 80-column terminal: they need about 50 columns with a short bar.
+        description = Column(no_wrap=True, overflow="ellipsis", max_width=max(20, err_console.width - 50))
+        return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}", table_column=description),
+                        BarColumn(bar_width=10), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=err_console, disable=not self.enabled, transient=False)
 
     def __call__(self, iterable: Iterable, description: str, total: int | None = None) -> Iterator:
         with self._progress() as bar:
             task = bar.add_task(description, total=total)
             for item in iterable:
                 yield item
-                bar.advance(task)
+                bar.advance(task, len(item) if isinstance(item, range) else 1)
 
     @contextlib.contextmanager
     def step(self, description: str):
@@ -94,13 +106,14 @@ def _check_backend(backend: str) -> None:
         raise UserError(f"--backend: {exc}") from None
 
 
-def _column(meta: dict, name: str | None, option: str) -> np.ndarray | None:
+def _column(meta: dict, name: str | None, option: str, missing_group: bool = False) -> np.ndarray | None:
+    """A metadata column; with `missing_group`, rows without a value are labelled "(missing)"."""
     if name is None:
         return None
     if name not in meta:
         available = ", ".join(sorted(meta)) or "none"
         raise UserError(f"{option} {name}: no such metadata column (available: {available})")
-    return np.asarray(meta[name])
+    return fill_missing(meta[name]) if missing_group else np.asarray(meta[name])
 
 
 def _open(paths: list[Path]):
@@ -128,13 +141,19 @@ def audit(
     demo: bool = typer.Option(False, "--demo", help="audit the built-in synthetic hospital-like archive"),
     group_by: Optional[str] = typer.Option(None, help="metadata column of subgroup labels (modality, site, ...)"),
     period_by: Optional[str] = typer.Option(None, help="time-like metadata column for the drift view (year, month)"),
-    id_column: Optional[str] = typer.Option(None, help="study/pair id column: retrieval ground truth and mismatch table"),
+    id_column: Optional[str] = typer.Option(None, help="study/pair id column: the unit of uncertainty, retrieval ground "
+                                                       "truth and mismatch units (default: the store's recorded one)"),
+    by_row: bool = typer.Option(False, "--by-row", help="every pair its own unit, ignoring the store's recorded id "
+                                                        "column"),
     topq: float = typer.Option(0.1, help="top fraction of anchor modes in SAS, in (0, 1]"),
     out: Path = typer.Option(Path("fastsas-report"), help="directory for the report files"),
     format: str = typer.Option("html,json,md", "--format", help="comma-separated: html, json, md"),
     retrieval: str = typer.Option("both", help="both | whole | within | none"),
     jackknife_blocks: int = typer.Option(20, help="blocks of the delete-a-block jackknife"),
-    mismatches: int = typer.Option(20, help="suspected mismatches to list"),
+    mismatches: int = typer.Option(20, help="suspected mismatches to list (the count found is never capped)"),
+    mismatch_fdr: float = typer.Option(0.05, help="false discovery rate of the suspected-mismatch test, in (0, 1)"),
+    chance_repeats: int = typer.Option(3, help="random re-pairings for the chance level (0: none)"),
+    seed: int = typer.Option(0, help="seed of the chance level and of the mismatch test's sampled swaps"),
     chunk_rows: int = typer.Option(32768, help="rows per streamed chunk"),
     threads: Optional[int] = typer.Option(None, help="worker threads (default: all cores)"),
     demo_n: int = typer.Option(20000, help="studies in the --demo archive"),
@@ -166,14 +185,20 @@ def audit(
         source = _open(list(archive))
         title = f"fastsas audit: {', '.join(p.name for p in archive)}"
     meta = source.metadata()
-    groups = _column(meta, group_by, "--group-by")
-    periods = _column(meta, period_by, "--period-by")
+    groups = _column(meta, group_by, "--group-by", missing_group=True)
+    periods = _column(meta, period_by, "--period-by", missing_group=True)
+    if by_row and id_column is not None:
+        raise UserError("give --id-column NAME or --by-row, not both")
+    recorded = getattr(source, "id_column", None)
+    if id_column is None and not by_row and recorded:
+        id_column = recorded  # the store's own id column: the unit fastsas embed wrote
     ids = _column(meta, id_column, "--id-column")
     shown = {name: _column(meta, name, "--include-column") for name in include_column}
     start = time.perf_counter()
     options = dict(groups=groups, periods=periods, image_ids=ids, text_ids=ids, topq=topq, retrieval=retrieval,
-                   jackknife_blocks=jackknife_blocks, mismatches=mismatches, chunk_rows=chunk_rows,
-                   threads=threads, progress=steps)
+                   jackknife_blocks=jackknife_blocks, mismatches=mismatches, mismatch_fdr=mismatch_fdr,
+                   chance_repeats=chance_repeats, seed=seed, unit_name=id_column, recorded_ids=False,
+                   chunk_rows=chunk_rows, threads=threads, progress=steps)
     if scheduler is not None or workers is not None:
         if scheduler is not None and workers is not None:
             raise UserError("give --scheduler ADDRESS or --workers N, not both")
@@ -204,17 +229,28 @@ def _print_summary(result, seconds: float) -> None:
     u = result.uncertainty
     a = result.alignment
     table = Table(title=f"fastsas audit of {result.n:,} pairs (d={result.dim}) in {seconds:.1f} s")
-    for col in ("metric", "value", "95% interval"):
+    for col in ("metric", "value", "95% interval", "by chance"):
         table.add_column(col)
+    chance = ((result.chance.get("alignment") or {}).get("metrics") or {}) if result.chance else {}
     for key in ("sas_i2t", "sas_t2i", "sas_imbalance", "cka"):
-        table.add_row(key, f"{a[key]:.4f}", f"[{u[key]['ci_low']:.4f}, {u[key]['ci_high']:.4f}]")
+        c = (chance.get(key) or {}).get("mean") if key != "sas_imbalance" else None
+        table.add_row(key, f"{a[key]:.4f}", f"[{u[key]['ci_low']:.4f}, {u[key]['ci_high']:.4f}]",
+                      "" if c is None else f"{c:.4f}")
     for key in ("svcca", "coral", "delta_cos", "rmg", "centroid_cosine"):
-        table.add_row(key, f"{a[key]:.4f}", "")
+        table.add_row(key, f"{a[key]:.4f}", "", "")
     if result.retrieval:
-        table.add_row("rsum", f"{result.retrieval['rsum']:.2f}", "")
+        ru = u.get("retrieval") or {}
+        rc = result.chance.get("retrieval") or {}
+        for key in ("i2t_r1", "t2i_r1"):
+            ci = ru.get(key)
+            table.add_row(f"{key} (%)", f"{100 * result.retrieval[key]:.1f}",
+                          f"[{100 * ci['ci_low']:.1f}, {100 * ci['ci_high']:.1f}]" if ci else "",
+                          f"{100 * rc.get(key, float('nan')):.3f}")
+        table.add_row("rsum (0-600)", f"{result.retrieval['rsum']:.1f}", "", f"{rc.get('rsum', float('nan')):.2f}")
     out_console.print(table)
-    p = u["imbalance_test"]["p_value"]
-    out_console.print(f"imbalance test p = {p:.2g}; {len(result.mismatches)} suspected mismatches listed")
+    out_console.print("Findings:", highlight=False)
+    for i, item in enumerate(findings(result.to_dict()), 1):
+        out_console.print(f" {i}. {item['text']}", highlight=False, markup=False)
 
 
 @app.command()
@@ -222,32 +258,88 @@ def compare(
     archives: List[Path] = typer.Argument(..., help="two or more archives (stores, .npz, .parquet)"),
     topq: float = typer.Option(0.1, help="top fraction of anchor modes in SAS, in (0, 1]"),
     retrieval: bool = typer.Option(True, "--retrieval/--no-retrieval", help="also exact retrieval R@k"),
-    out: Path = typer.Option(Path("fastsas-compare"), help="directory for compare.json and compare.md"),
+    paired: str = typer.Option("auto", help="auto (the same pairs when every archive records the same ids), yes "
+                                             "or no: whether differences are paired over the same blocks"),
+    jackknife_blocks: int = typer.Option(20, help="blocks of the delete-a-block jackknife"),
+    out: Path = typer.Option(Path("fastsas-compare"), help="directory for compare.html, compare.json, compare.md"),
+    format: str = typer.Option("html,json,md", "--format", help="comma-separated: html, json, md"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    """Several models or datasets side by side: every alignment metric and retrieval."""
+    """Several models or datasets side by side: every metric with its interval and, for
+    archives of the same pairs (one dataset embedded by several models), paired intervals of
+    the differences from the first archive; writes compare.html / compare.json / compare.md."""
+    formats = _formats(format)
+    if paired not in ("auto", "yes", "no"):
+        raise UserError(f"--paired must be auto, yes or no, got {paired!r}")
+    if len(archives) < 2:
+        raise UserError("give two or more archives to compare")
     steps = Steps(not quiet)
-    rows = []
-    for path in steps(archives, "archives", len(archives)):
+    results, ids, names = [], [], []
+    for path in archives:
         source = _open([path])
-        row: dict[str, Any] = {"archive": str(path), "n": int(source.n), "dim": int(source.dim)}
-        row.update(fs.Moments.from_chunks(source.iter_chunks(), dim=source.dim).alignment(topq))
-        if retrieval:
-            x, y = source.arrays()
-            r = fs.retrieval(np.asarray(x), np.asarray(y))
-            row.update({k: r[k] for k in ("i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5", "rsum")})
-        rows.append(row)
-    keys = ["sas_i2t", "sas_t2i", "sas_imbalance", "cka", "svcca", "rmg", "delta_cos"] + (
-        ["i2t_r1", "t2i_r1", "rsum"] if retrieval else [])
-    table = Table(title="fastsas compare")
-    table.add_column("archive")
-    for k in keys:
-        table.add_column(k, justify="right")
-    for row in rows:
-        table.add_row(Path(row["archive"]).name, *[f"{row[k]:.4f}" if k != "rsum" else f"{row[k]:.2f}" for k in keys])
+        recorded = getattr(source, "id_column", None)
+        ids.append(source.column(recorded) if recorded else None)
+        names.append(_short_name(path, names))
+        results.append(fs.audit(source, topq=topq, retrieval="whole" if retrieval else "none",
+                                jackknife_blocks=jackknife_blocks, mismatch_fdr=None, chance_repeats=0,
+                                progress=steps))
+    if paired == "auto":
+        same = all(same_ids(ids[0], other) for other in ids[1:])
+    else:
+        same = paired == "yes"
+        if same and len({r.n for r in results}) != 1:
+            raise UserError("--paired yes needs archives of the same pairs, but their row counts differ: "
+                            + ", ".join(f"{n}: {r.n:,}" for n, r in zip(names, results)))
+    comparison = compare_archives(results, names, same_pairs=same)
+    _print_compare(comparison)
+    paths = write_compare(comparison, out, topq=topq, formats=formats)
+    for kind, path in paths.items():
+        out_console.print(f"  {kind}: {path}", highlight=False)
+
+
+def _short_name(path: Path, taken: list[str]) -> str:
+    """An archive's name in tables: its file name (with its folder when that repeats)."""
+    name = path.name or str(path)
+    if name in taken:
+        name = f"{path.parent.name}/{name}"
+    while name in taken:
+        name += "'"
+    return name
+
+
+def _print_compare(c: dict) -> None:
+    """The comparison on the console, readable in 80 columns: one column per archive (letters,
+    with a legend), metrics as rows, each value with its 95% interval half-width."""
+    archives = c["archives"]
+    letters = [chr(ord("A") + i) if i < 26 else f"#{i + 1}" for i in range(len(archives))]
+    for letter, a in zip(letters, archives):
+        out_console.print(f"{letter}: {a['name']} ({a['n']:,} pairs, d={a['dim']})", highlight=False, markup=False)
+    table = Table(title="fastsas compare (value ±95% half-width; recall in %)")
+    table.add_column("metric")
+    for letter in letters:
+        table.add_column(letter, justify="right")
+    for key, label in LABELS.items():
+        cells, seen = [], False
+        for a in archives:
+            m = (a.get("metrics") or {}).get(key)
+            v = (a.get("values") or {}).get(key)
+            scale = 100.0 if key in ("i2t_r1", "t2i_r1") else 1.0
+            if m and m.get("value") is not None:
+                half = (m["ci_high"] - m["ci_low"]) / 2 if m.get("ci_high") is not None else None
+                digits = 1 if scale == 100.0 else 4
+                cells.append(f"{scale * m['value']:.{digits}f}" + (f" ±{scale * half:.{digits}f}" if half is not None
+                                                                     else ""))
+                seen = True
+            elif v is not None:
+                cells.append(f"{v:.1f}" if key == "rsum" else f"{v:.4f}")
+                seen = True
+            else:
+                cells.append("-")
+        if seen:
+            table.add_row(label, *cells)
     out_console.print(table)
-    paths = write_compare(rows, keys, out, topq=topq)
-    out_console.print(f"  json: {paths['json']}\n  md: {paths['md']}")
+    for line in compare_findings(c):
+        out_console.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -275,22 +367,30 @@ def gap(
         source = _open(list(archive))
     label_values = _column(source.metadata(), labels, "--labels")
     x, y = source.arrays()
-    with Steps(not quiet).step(f"gap sweep over {len(lam_values)} lambdas"):
-        sweep = fs.gap.sweep(np.asarray(x), np.asarray(y), lams=lam_values, labels=label_values, topq=topq)
-    table = Table(title="fastsas gap sweep")
+    sweep = fs.gap.sweep(np.asarray(x), np.asarray(y), lams=lam_values, labels=label_values, topq=topq,
+                         progress=Steps(not quiet))
+    table = Table(title="fastsas gap sweep (recall in percent, rSum 0-600)")
     keys = ["sas_i2t", "sas_t2i", "rmg", "gap_norm"]
     for col in ["lambda", *keys, "rsum", "probe acc", "probe auroc"]:
         table.add_column(col, justify="right")
+    base = sweep.baseline
+    table.add_row("input*", *[f"{base[k]:.4f}" for k in keys[:-1]], f"{base['centroid_euclidean']:.4f}", "-", "-", "-")
     for lam in lam_values:
         point = sweep.point(lam)
-        row = [f"{lam:g}"] + [f"{point.alignment[k]:.4f}" for k in keys[:-1]] + [f"{point.gap_norm:.4f}"]
-        row.append(f"{point.retrieval['rsum']:.2f}" if point.retrieval else "-")
+        row = [f"{lam:g}" + ("**" if lam == 0 else "")] + [f"{point.alignment[k]:.4f}" for k in keys[:-1]]
+        row.append(f"{point.gap_norm:.4f}")
+        row.append(f"{point.retrieval['rsum']:.1f}" if point.retrieval else "-")
         probe = point.probe or {}
-        row += [f"{probe['accuracy']:.4f}" if probe else "-", f"{probe['auroc']:.4f}" if probe else "-"]
+        row += [f"{probe['accuracy']:.4f} ±{probe['accuracy_std']:.4f}" if probe else "-",
+                f"{probe['auroc']:.4f}" if probe else "-"]
         table.add_row(*row)
     out_console.print(table)
-    if sweep.best_lam is not None:
-        out_console.print(f"best lambda by probe accuracy: {sweep.best_lam:g}")
+    out_console.print("* the rows as given, as the audit computes them (gap_norm column: centroid distance)",
+                      highlight=False)
+    out_console.print(f"** {LAM0_ROWS}", highlight=False)
+    verdict = sweep.verdict()
+    if verdict:
+        out_console.print(verdict, highlight=False)
     out_console.print(f"  json: {write_gap_sweep(sweep, out)}")
 
 

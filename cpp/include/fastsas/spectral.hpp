@@ -11,7 +11,7 @@
 
 namespace fastsas {
 
-inline constexpr const char* kDefinitionsVersion = "fastsas-metrics/6";
+inline constexpr const char* kDefinitionsVersion = "fastsas-metrics/7";
 
 // Canonical pairs SVCCA averages (capped at min(dim, count - 1)).
 inline constexpr Index kSvccaDims = 10;

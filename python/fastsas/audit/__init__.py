@@ -15,11 +15,11 @@ suspected mismatches and drift over time, from one streaming pass over the momen
 >>> [p["group"] for p in result.drift]
 [0, 1, 2]
 """
-from fastsas.audit.intervals import JACKKNIFE_METRICS, jackknife, leave_one_out
+from fastsas.audit.intervals import JACKKNIFE_METRICS, interval, jackknife, leave_one_out
 from fastsas.audit.plan import RETRIEVAL_SCOPES, AuditPlan
 from fastsas.audit.results import CPU_ONLY, AuditResult
 from fastsas.audit.run import audit
 from fastsas.audit.state import AuditState
 
 __all__ = ["AuditPlan", "AuditResult", "AuditState", "CPU_ONLY", "JACKKNIFE_METRICS", "RETRIEVAL_SCOPES", "audit",
-           "jackknife", "leave_one_out"]
+           "interval", "jackknife", "leave_one_out"]

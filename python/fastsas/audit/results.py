@@ -1,6 +1,8 @@
 """What an audit found (:class:`AuditResult`), and how the merged state of the pass, plus
-retrieval, becomes it (:func:`finalize`): the whole archive's metrics with jackknife
-intervals, subgroups, drift, the SAS profile and sweep, suspected mismatches."""
+retrieval and the passes that read the rows again, becomes it (:func:`finalize`): the whole
+archive's metrics with jackknife intervals and their chance level, SAS's conditioning,
+subgroups against the rest, drift with a trend test, the SAS profile and sweep, and the
+suspected-mismatch test."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -9,7 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastsas import _core
-from fastsas.audit.intervals import jackknife
+from fastsas.audit.chance import chance_alignment, chance_recall
+from fastsas.audit.conditioning import companion_of, conditioning
+from fastsas.audit.contrasts import group_contrasts, recall_interval, trend
+from fastsas.audit.intervals import RANGES, interval, jackknife, leave_one_out, merge_all
+from fastsas.audit.mismatch import mismatch_test
 from fastsas.moments import Moments
 
 __all__ = ["AuditResult", "CPU_ONLY", "finalize", "merge_all"]
@@ -34,19 +40,41 @@ class AuditResult:
         Whole-gallery retrieval summary (:func:`fastsas.retrieval` without the rank
         arrays), None when retrieval was not computed over the whole gallery.
     uncertainty : dict
-        ``blocks``, ``method``, ``confidence``; per metric of ``JACKKNIFE_METRICS`` its
-        ``value``, ``se``, ``ci_low``, ``ci_high`` (95%, Student t with blocks - 1 degrees of
-        freedom); ``imbalance_test``: ``t``, ``df``, ``p_value``, ``null``.
+        ``blocks``, ``method``, ``confidence``; per metric of ``JACKKNIFE_METRICS`` (and the
+        companion scores ``sas_companion_i2t``, ``sas_companion_t2i``) its ``value``, ``se``,
+        ``ci_low``, ``ci_high`` (95%, Student t with blocks - 1 degrees of freedom, clipped to
+        the metric's range), ``clipped``; ``imbalance_test``: ``t``, ``df``, ``p_value``,
+        ``null``; ``eigenvalue_se`` per direction; ``retrieval``: intervals of R@k.
+    unit : dict
+        The unit of uncertainty: ``name`` (the id column, or "pair"), ``count`` (units),
+        ``by`` ("id" or "row"), ``blocks`` (jackknife blocks).
+    notes : list of str
+        Options adapted to the archive (fewer jackknife blocks, dropped cutoffs), in words.
     groups : list of dict
-        Per subgroup: ``group`` (the label), ``n``, ``status`` ("ok", "too_small: ...",
-        "failed: ..."), ``alignment``, ``uncertainty`` (when the subgroup has enough rows
-        per block), ``retrieval_whole`` (its queries against the whole gallery),
+        Per subgroup: ``group`` (the label; "(missing)" for rows without one), ``n``,
+        ``status`` ("ok", "too_small: ...", "failed: ..."), ``alignment``, ``uncertainty``
+        (when the subgroup has enough rows per block), ``retrieval_whole`` (its queries
+        against the whole gallery) with ``retrieval_whole_uncertainty``,
         ``retrieval_within`` (retrieval inside the subgroup).
+    contrasts : list of dict
+        Each subgroup against the rest of the archive (:func:`fastsas.audit.contrasts.group_contrasts`).
     mismatches : list of dict
-        The pairs whose own match ranks worst in both directions: ``row``, ``i2t_rank``,
-        ``t2i_rank`` and ``id`` (with ids).
+        The flagged units to show (at most `mismatches`, most certain first): ``row``, ``id``
+        (with ids), ``statistic``, ``z_i2t``, ``z_t2i``, ``p_value``, ``lfdr``, and with
+        whole-gallery retrieval ``i2t_rank``, ``t2i_rank``.
+    mismatch_test : dict
+        The test behind them: ``flagged`` (every flagged unit, never capped), ``shown``,
+        ``fdr``, ``estimated_fdr``, ``power``, ``has_power``, ``status``, the fitted laws.
     drift : list of dict
-        One row per period (sorted), as ``groups``.
+        One row per period (sorted; "(missing)" last), as ``groups``, with intervals.
+    drift_trend : dict or None
+        The slope over the periods with its interval and test.
+    conditioning : dict
+        Near-degenerate anchor eigenvalues and the companion score per direction
+        (:func:`fastsas.audit.conditioning.conditioning`).
+    chance : dict
+        The metrics with the pairing destroyed (``alignment``: mean, min, max over the
+        re-pairings; ``retrieval``: expected R@k by chance; ``ideal`` values).
     profiles : dict
         Per direction ("i2t", "t2i"): ``eigenvalues`` and per-mode ``rho`` (lists).
     sas_sweep : dict
@@ -62,7 +90,7 @@ class AuditResult:
     >>> x, y = fs.synthetic.paired_embeddings(3000, 16, image_only_factors=2)
     >>> result = fs.audit(x, y, groups=np.arange(3000) % 2, backend="cpu")
     >>> print(result)  # doctest: +ELLIPSIS
-    AuditResult(n=3000, dim=16, topq=0.1, SAS(I->T)=0.2853 [...], SAS(T->I)=0.9889 [...], ..., 2 subgroups, 0 periods, 20 suspected mismatches, backend moments=cpu retrieval=cpu)
+    AuditResult(n=3000, dim=16, topq=0.1, SAS(I->T)=0.2853 [...], SAS(T->I)=0.9889 [...], ..., 2 subgroups, 0 periods, 0 suspected mismatches (test: ...), unit pair (3,000), backend moments=cpu retrieval=cpu)
     """
 
     n: int
@@ -80,6 +108,13 @@ class AuditResult:
     # retrieval follows the `backend` argument.
     backend: dict = field(default_factory=lambda: dict(CPU_ONLY))
     definitions_version: str = _core.DEFINITIONS_VERSION
+    unit: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    contrasts: list = field(default_factory=list)
+    mismatch_test: dict = field(default_factory=dict)
+    drift_trend: dict | None = None
+    conditioning: dict = field(default_factory=dict)
+    chance: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Every field as plain data (dicts, lists, numbers, strings)."""
@@ -107,9 +142,13 @@ class AuditResult:
             parts.append(f"imbalance test p={p:.2g}")
         if self.retrieval:
             parts.append(f"rsum={self.retrieval.get('rsum', float('nan')):.2f}")
+        test = self.mismatch_test or {}
+        status = test.get("status", "not run")
         parts += [f"{len(self.groups)} subgroups", f"{len(self.drift)} periods",
-                  f"{len(self.mismatches)} suspected mismatches",
-                  "backend " + " ".join(f"{k}={v}" for k, v in self.backend.items())]
+                  f"{test.get('flagged', 0)} suspected mismatches (test: {status.split(':')[0]})"]
+        if self.unit:
+            parts.append(f"unit {self.unit.get('name')} ({self.unit.get('count', 0):,})")
+        parts.append("backend " + " ".join(f"{k}={v}" for k, v in self.backend.items()))
         return "AuditResult(" + ", ".join(parts) + ")"
 
 
@@ -126,54 +165,20 @@ def _recall(ranks: np.ndarray, ks: Sequence[int], prefix: str) -> dict:
     return out
 
 
-def _suspects(ret: dict, icodes: np.ndarray, tcodes: np.ndarray, image_ids, count: int) -> list[dict]:
-    """Image rows whose match ranks badly both ways: score = min(i2t rank of the image,
-    best t2i rank among its matching texts). Pairs retrieved at rank 1 either way are not
-    suspects."""
-    n_images, n_texts = len(icodes), len(tcodes)
-    i2t = np.zeros(n_images, dtype=np.int64)
-    i2t[ret["i2t_queries"]] = ret["i2t_ranks"]
-    t2i = np.zeros(n_texts, dtype=np.int64)
-    t2i[ret["t2i_queries"]] = ret["t2i_ranks"]
-    # best t2i rank per id, then per image through its id
-    big = np.iinfo(np.int64).max
-    best_t2i = np.full(int(max(icodes.max(initial=0), tcodes.max(initial=0))) + 1, big, dtype=np.int64)
-    matched_texts = t2i > 0
-    np.minimum.at(best_t2i, tcodes[matched_texts], t2i[matched_texts])
-    back = best_t2i[icodes]
-    ok = (i2t > 0) & (back < big)
-    score = np.where(ok, np.minimum(i2t, back), 0)
-    order = np.lexsort((-(i2t + np.where(ok, back, 0)), -score))  # worst first
-    out = []
-    for row in order[:count]:
-        if score[row] <= 1:
-            break
-        item = {"row": int(row), "i2t_rank": int(i2t[row]), "t2i_rank": int(back[row])}
-        if image_ids is not None:
-            item["id"] = np.asarray(image_ids)[row].item()
-        out.append(item)
-    return out
-
-
-def merge_all(states: Sequence):
-    """One core Moments: the merge of `states` (a copy of the first, the rest merged in)."""
-    out = states[0].copy()
-    for s in states[1:]:
-        out.merge(s)
-    return out
-
-
 def _group_results(d, retrieve, labels, codes, cells_by_group, q, whole_ret, image_ids, text_ids, ks, threads,
-                   within, progress=None) -> tuple[list[dict], dict | None]:
-    """Per-group rows, and (when `within`) every group's within-group ranks gathered into
-    whole-archive row numbers, in the layout fs.retrieval(return_ranks=True) uses."""
+                   within, progress=None, cell_blocks=None, per_group=0) -> tuple[list[dict], dict | None, dict]:
+    """Per-group rows; (when `within`) every group's within-group ranks gathered into
+    whole-archive row numbers, in the layout fs.retrieval(return_ranks=True) uses; and the
+    jackknife replicates of every group with an interval (for the contrasts and the trend)."""
+    replicates: dict[int, dict] = {}
     if labels is None:
-        return [], None
+        return [], None, replicates
     out = []
     gathered: dict[str, list] = {"i2t_ranks": [], "i2t_queries": [], "t2i_ranks": [], "t2i_queries": []}
     items = list(enumerate(labels))
-    if progress is not None and within:
-        items = progress(items, "subgroups (alignment, retrieval within)", len(items))
+    if progress is not None:
+        items = progress(items, "subgroups (alignment with intervals" + (", retrieval within)" if within else ")"),
+                         len(items))
     for g, label in items:
         cells = [c for c in cells_by_group[g] if c.count > 0]
         core = merge_all(cells) if cells else _core.Moments(d, track_unit_rows=True)
@@ -185,8 +190,10 @@ def _group_results(d, retrieve, labels, codes, cells_by_group, q, whole_ret, ima
         try:
             row["alignment"] = Moments._from_core(core).alignment(q)
             row["status"] = "ok"
-            if len(cells) >= 2 and all(c.count >= 2 for c in cells):
-                row["uncertainty"] = jackknife(cells, q, threads, row["alignment"])
+            if len(cells) == len(cells_by_group[g]) >= 2 and all(c.count >= 2 for c in cells):
+                unc = jackknife(cells, q, threads, row["alignment"], replicates=True)
+                replicates[g] = unc.pop("replicates")
+                row["uncertainty"] = unc
             elif len(cells_by_group[g]) > 1:
                 row["uncertainty_note"] = "too few rows per jackknife block for an interval"
         except ValueError as exc:
@@ -202,6 +209,9 @@ def _group_results(d, retrieve, labels, codes, cells_by_group, q, whole_ret, ima
                 # rows are paired, so text row i belongs to the group of pair i
                 **_recall(whole_ret["t2i_ranks"][in_group[whole_ret["t2i_queries"]]], ks, "t2i"),
             }
+            if per_group >= 2 and cell_blocks is not None:
+                row["retrieval_whole_uncertainty"] = recall_interval(whole_ret, cell_blocks, cell_blocks, per_group,
+                                                                     ks, in_group)
         if within and len(members) > max(ks):
             ids = (None, None) if image_ids is None else (np.asarray(image_ids)[members], np.asarray(text_ids)[members])
             try:
@@ -210,38 +220,70 @@ def _group_results(d, retrieve, labels, codes, cells_by_group, q, whole_ret, ima
                 row["retrieval_within"] = {"status": f"failed: {exc}"}
             else:
                 row["retrieval_within"] = _summary(r)
+                if per_group >= 2 and cell_blocks is not None:
+                    local = {f"{side}_{part}": (r[f"{side}_{part}"] if part == "ranks" else members[r[f"{side}_queries"]])
+                             for side in ("i2t", "t2i") for part in ("ranks", "queries")}
+                    row["retrieval_within_uncertainty"] = recall_interval(local, cell_blocks, cell_blocks, per_group,
+                                                                          ks)
                 for side in ("i2t", "t2i"):
                     gathered[f"{side}_ranks"].append(r[f"{side}_ranks"])
                     gathered[f"{side}_queries"].append(members[r[f"{side}_queries"]])
         out.append(row)
     if not within or not gathered["i2t_ranks"]:
-        return out, None
+        return out, None, replicates
     merged = {}
     for side in ("i2t", "t2i"):
         queries = np.concatenate(gathered[f"{side}_queries"])
         order = np.argsort(queries, kind="stable")
         merged[f"{side}_queries"] = queries[order]
         merged[f"{side}_ranks"] = np.concatenate(gathered[f"{side}_ranks"])[order]
-    return out, merged
+    return out, merged, replicates
+
+
+def _split(cells: list, count: int, per: int) -> list[list]:
+    return [cells[g * per:(g + 1) * per] for g in range(count)]
 
 
 def finalize(plan: Any, state: Any, retrieve: Any, threads: int, progress: Any = None,
-             backend: dict | None = None) -> AuditResult:
+             backend: dict | None = None, rows: Any = None, chunk_rows: int = 65536) -> AuditResult:
     """The AuditResult of an :class:`~fastsas.audit.AuditPlan` from the merged
     :class:`~fastsas.audit.AuditState` of every row.
 
     retrieve(rows, image_ids, text_ids) returns ``fs.retrieval(..., return_ranks=True)`` over
     the whole archive (rows None) or over the given rows (sorted row numbers, with those
-    rows' ids or None). backend: which engine ran the moments and the retrieval, recorded
-    in the result.
+    rows' ids or None). rows: an :class:`~fastsas.audit.rows.ArchiveRows` for the passes
+    that read the rows again (the mismatch statistic, the chance level); None leaves both
+    out. backend: which engine ran the moments and the retrieval, recorded in the result.
     """
     n, d, q = plan.n, plan.d, plan.q
     if state.count != n:
         raise ValueError(f"the merged audit state holds {state.count} rows, the plan {n}: a block is missing")
     block_states = state.states("blocks")
-    whole = Moments._from_core(merge_all(block_states))
+    whole_core = merge_all(block_states)
+    whole = Moments._from_core(whole_core)
     alignment = whole.alignment(q)
-    uncertainty = jackknife(block_states, q, threads, alignment)
+    uncertainty = jackknife(block_states, q, threads, alignment, eigenvalues=True, replicates=True,
+                            progress=progress)
+    sas_reps = uncertainty["replicates"]  # kept: paired comparisons of archives over the same blocks
+    cond = conditioning(whole_core, q, uncertainty["eigenvalue_se"])
+    # The companion scores' intervals: the same blocks left out, the mode blocks fixed by
+    # the whole archive. With every kept mode well separated the companion is SAS.
+    reps: dict[str, list[float]] = {k: list(sas_reps[f"sas_{k}"]) for k in ("i2t", "t2i") if not cond[k]["degenerate"]}
+    if len(reps) < 2:
+        steps = leave_one_out(block_states)
+        if progress is not None:
+            steps = progress(steps, "jackknife of the companion score", len(block_states))
+        todo = [k for k in ("i2t", "t2i") if k not in reps]
+        for k in todo:
+            reps[k] = []
+        for m in steps:
+            for k in todo:
+                reps[k].append(companion_of(m, k, [tuple(b) for b in cond[k]["mode_blocks"]], cond[k]["kept"]))
+    for k in ("i2t", "t2i"):
+        key = f"sas_companion_{k}"
+        uncertainty[key] = interval(cond[k]["companion"], reps[k], RANGES[key])
+        sas_reps[key] = list(reps[k])
+        cond[k]["companion_interval"] = uncertainty[key]
     profiles = {}
     for direction in ("i2t", "t2i"):
         prof = whole.spectral_profile(direction)
@@ -250,31 +292,46 @@ def finalize(plan: Any, state: Any, retrieve: Any, threads: int, progress: Any =
 
     ret = None
     if plan.retrieval in ("both", "whole"):
-        steps = progress([None], "retrieval, whole gallery", 1) if progress else [None]
-        for _ in steps:
-            ret = retrieve(None, plan.image_ids, plan.text_ids)
+        ret = retrieve(None, plan.image_ids, plan.text_ids)
+        uncertainty["retrieval"] = recall_interval(ret, plan.block_codes, plan.text_block_codes(),
+                                                   plan.jackknife_blocks, plan.ks, keep_replicates=True)
     within = plan.retrieval in ("both", "within") and plan.group_labels is not None
     group_cells = None
+    cell_blocks = None
     if plan.group_labels:
-        cells = state.states("cells")
-        b = plan.cell_blocks
-        group_cells = [cells[g * b:(g + 1) * b] for g in range(len(plan.group_labels))]
-    group_rows, within_ranks = _group_results(d, retrieve, plan.group_labels, plan.group_codes, group_cells, q,
-                                              ret, plan.image_ids, plan.text_ids, plan.ks, threads, within,
-                                              progress)
-    period_cells = [[s] for s in state.states("periods")] if plan.period_labels else None
-    drift, _ = _group_results(d, retrieve, plan.period_labels, plan.period_codes, period_cells, q, None, None,
-                              None, plan.ks, threads, False)
+        group_cells = _split(state.states("cells"), len(plan.group_labels), plan.cell_blocks)
+        cell_blocks = (plan.cell_codes % plan.cell_blocks).astype(np.int64)
+    group_rows, within_ranks, group_reps = _group_results(
+        d, retrieve, plan.group_labels, plan.group_codes, group_cells, q, ret, plan.image_ids, plan.text_ids,
+        plan.ks, threads, within, progress, cell_blocks, plan.cell_blocks)
+    contrasts = (group_contrasts(plan.group_labels, group_cells, group_rows, group_reps, q, threads, ret,
+                                 plan.group_codes, cell_blocks, plan.cell_blocks, progress)
+                 if plan.group_labels else [])
+    drift, drift_trend = [], None
+    if plan.period_labels:
+        period_cells = _split(state.states("periods"), len(plan.period_labels), plan.period_blocks)
+        drift, _, period_reps = _group_results(d, retrieve, plan.period_labels, plan.period_codes, period_cells, q,
+                                               None, None, None, plan.ks, threads, False)
+        drift_trend = trend(plan.period_labels, drift, period_reps, plan.period_blocks)
+
+    chance: dict[str, Any] = {"retrieval": chance_recall(plan.id_codes, plan.text_codes, n, plan.ks)}
+    test: dict[str, Any] = {"status": "not run (mismatch_fdr=None)"}
     suspects: list[dict] = []
-    rank_source = ret if ret is not None else within_ranks
-    if rank_source is not None and plan.mismatches:
-        if plan.image_ids is None:  # default ground truth: row i <-> row i
-            id_codes = text_codes = np.arange(n, dtype=np.int64)
-        else:
-            id_codes, text_codes = plan.id_codes, plan.text_codes
-        suspects = _suspects(rank_source, id_codes, text_codes, plan.image_ids, plan.mismatches)
+    if rows is None:
+        chance["alignment"] = None
+        chance["note"] = "the permuted-pairing pass needs the rows again, which this run did not give"
+        if plan.tests_mismatches:
+            test = {"status": "not run: the rows were not available again after the pass"}
+    else:
+        if plan.chance_repeats:
+            chance["alignment"] = chance_alignment(rows, d, q, plan.chance_repeats, plan.seed, threads, progress)
+        if plan.tests_mismatches:
+            unit_state = state.states("unit")[0]
+            test, suspects = mismatch_test(plan, unit_state, rows, chunk_rows=chunk_rows, progress=progress,
+                                           ranks=ret if ret is not None else within_ranks)
     return AuditResult(n=int(n), dim=int(d), topq=q, alignment=alignment,
                        retrieval=_summary(ret) if ret is not None else None, uncertainty=uncertainty,
                        groups=group_rows, mismatches=suspects, drift=drift, profiles=profiles,
-                       sas_sweep=sas_sweep,
-                       backend=dict(backend or CPU_ONLY))
+                       sas_sweep=sas_sweep, backend=dict(backend or CPU_ONLY), unit=dict(plan.unit),
+                       notes=list(plan.notes), contrasts=contrasts, mismatch_test=test, drift_trend=drift_trend,
+                       conditioning=cond, chance=chance)

@@ -1,15 +1,18 @@
 """The audit in process (:func:`audit`): the plan, one pass of the state over the archive
-in chunks, then retrieval and the result."""
+in chunks, then retrieval (with progress in query rows), the passes that read the rows
+again, and the result."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fastsas import _dispatch
+from fastsas import _core, _dispatch
 from fastsas._validate import as_pair, check_int, is_source, resolve_threads
 from fastsas.audit.plan import AuditPlan
 from fastsas.audit.results import AuditResult
+from fastsas.audit.rows import ArchiveRows
+from fastsas.retrieval import rank_summary
 from fastsas.retrieval import retrieval as retrieval_of
 
 __all__ = ["audit"]
@@ -26,6 +29,11 @@ def audit(
     periods: Any = None,
     jackknife_blocks: int = 20,
     mismatches: int = 20,
+    mismatch_fdr: float | None = 0.05,
+    chance_repeats: int = 3,
+    seed: int = 0,
+    recorded_ids: bool = True,
+    unit_name: str | None = None,
     retrieval: str | bool = "both",
     ks: Sequence[int] = (1, 5, 10),
     chunk_rows: int = 65536,
@@ -34,8 +42,10 @@ def audit(
     max_cell_bytes: int = 2 << 30,
     backend: str = "auto",
 ) -> AuditResult:
-    """Audit paired embeddings: the whole archive, subgroups, uncertainty, suspected
-    mismatches, drift, from one streaming pass over the moments plus exact retrieval.
+    """Audit paired embeddings: the whole archive, subgroups against the rest, uncertainty
+    by units, SAS's conditioning, the chance level, suspected mismatches at a false
+    discovery rate, drift with a trend test, from one streaming pass over the moments, exact
+    retrieval, and passes that read the rows again (docs/definitions.md, "Audits").
 
     Parameters
     ----------
@@ -50,7 +60,8 @@ def audit(
         alignment with jackknife intervals and retrieval.
     image_ids, text_ids : array_like or None
         Retrieval ground truth as in :func:`fastsas.retrieval` (default: row i <-> row i);
-        with ids, jackknife blocks keep all rows of one id together.
+        with ids the id is the unit of uncertainty (all rows of one id share a jackknife
+        block) and of the mismatch test.
     topq : float, default 0.1
         SAS's top fraction of anchor modes, in (0, 1].
     periods : array_like or None
@@ -58,7 +69,20 @@ def audit(
     jackknife_blocks : int, default 20
         Blocks of the delete-a-block jackknife, in [2, n].
     mismatches : int, default 20
-        Suspected mismatches to list (0: none).
+        Suspected mismatches to list (the count flagged is never capped; 0: list none).
+    mismatch_fdr : float or None, default 0.05
+        False discovery rate of the suspected-mismatch test, in (0, 1); None: no test (and no
+        moments of the unit rows in the pass).
+    chance_repeats : int, default 3
+        Random re-pairings of the chance level (0: none); each is one more pass.
+    seed : int, default 0
+        Seed of the re-pairings and of the mismatch test's sampled mismatches.
+    recorded_ids : bool, default True
+        With a source that records its id column (an embedding store: ``store.id_column``,
+        as ``fastsas embed`` writes it) and no `image_ids`, use that column as the ids (the
+        unit, the ground truth, the mismatch test's units); False: every pair is a unit.
+    unit_name : str or None
+        The name of the ids' column, shown in the result and the report.
     retrieval : {"both", "whole", "within", "none"} or bool, default "both"
         Retrieval over the whole gallery, within each subgroup, both (True) or none
         (False). Suspected mismatches come from the whole-gallery ranks, or from the
@@ -71,7 +95,9 @@ def audit(
         Worker threads of the core (None: every core this process may use).
     progress : callable or None
         ``progress(iterable, description, total) -> iterable`` wrapping each long step
-        (the CLI passes rich progress bars); None: silent.
+        (the CLI passes rich progress bars); an item that is a ``range`` stands for that
+        many rows (whole-gallery retrieval advances in query rows, `total` rows); None:
+        silent.
     max_cell_bytes : int, default 2 GiB
         Memory cap of the (subgroup, jackknife block) cells whose merges give each
         subgroup's intervals (a cell is (2d)^2 float64): fewer blocks per subgroup when
@@ -119,14 +145,19 @@ def audit(
         if n < 2:
             raise ValueError(f"the source needs at least 2 pairs, has {n}")
         x = y = None
+        recorded = getattr(source, "id_column", None) if recorded_ids else None
+        if recorded and image_ids is None and text_ids is None:
+            image_ids = text_ids = source.column(recorded)
+            unit_name = unit_name or recorded
     elif texts is None:
         raise TypeError("give images and texts arrays, or a paired source (e.g. fastsas.io.NpyPairSource) as images")
     else:
         x, y = as_pair(images, texts)
         n, d = x.shape
     plan = AuditPlan(n, d, groups=groups, image_ids=image_ids, text_ids=text_ids, topq=topq, periods=periods,
-                     jackknife_blocks=jackknife_blocks, mismatches=mismatches, retrieval=retrieval, ks=ks,
-                     max_cell_bytes=max_cell_bytes)
+                     jackknife_blocks=jackknife_blocks, mismatches=mismatches, mismatch_fdr=mismatch_fdr,
+                     chance_repeats=chance_repeats, seed=seed, retrieval=retrieval, ks=ks,
+                     max_cell_bytes=max_cell_bytes, unit_name=unit_name)
 
     state = plan.new_state()
     if source is not None:
@@ -137,17 +168,23 @@ def audit(
     for start, cx, cy in (progress(chunks, "moments (one pass)", chunk_count) if progress else chunks):
         state.accumulate(cx, cy, plan.codes(start, start + len(cx)), nthreads, offset=start)
 
-    if plan.retrieval != "none" and source is not None:
+    if source is not None:
         x, y = source.arrays()
 
     def retrieve(rows, image_ids, text_ids):
         if rows is None:
-            return _retrieval_with_ranks(x, y, image_ids, text_ids, plan.ks, nthreads, retrieval_backend)
+            if progress is not None and retrieval_backend == "cpu":
+                return _whole_gallery_in_steps(x, y, plan, nthreads, progress)
+            steps = progress([None], "retrieval, whole gallery", 1) if progress else [None]
+            for _ in steps:
+                out = _retrieval_with_ranks(x, y, image_ids, text_ids, plan.ks, nthreads, retrieval_backend)
+            return out
         return _retrieval_with_ranks(np.asarray(x[rows]), np.asarray(y[rows]), image_ids, text_ids, plan.ks,
                                      nthreads, retrieval_backend)
 
     return plan.finalize(state, retrieve, nthreads, progress,
-                         backend={"moments": "cpu", "retrieval": retrieval_backend})
+                         backend={"moments": "cpu", "retrieval": retrieval_backend}, rows=ArchiveRows(x, y),
+                         chunk_rows=chunk_rows)
 
 
 def _counted(chunks: Iterable, n: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -157,6 +194,49 @@ def _counted(chunks: Iterable, n: int) -> Iterator[tuple[int, np.ndarray, np.nda
         start += len(cx)
     if start != n:
         raise ValueError(f"the source yielded {start} rows but declares n={n}")
+
+
+def _engine_rows(a: Any) -> np.ndarray:
+    a = np.asarray(a)
+    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+
+
+def _whole_gallery_in_steps(x: Any, y: Any, plan: AuditPlan, threads: int, progress: Any) -> dict:
+    """Whole-gallery retrieval on the CPU engine, the queries in slabs so that progress
+    shows in rows: the thresholds of every query first, then each slab of images against
+    every text (one pass over the tiles serves both directions; the texts' counts are summed
+    over the slabs). Counts are pure functions of a pair of rows, so the ranks are those of
+    :func:`fastsas.retrieval`."""
+    n = plan.n
+    if plan.id_codes is None:
+        icodes = tcodes = np.arange(n, dtype=np.int32)
+    else:
+        icodes, tcodes = plan.id_codes, plan.text_codes
+    xs, ys = _engine_rows(x), _engine_rows(y)
+    if xs.dtype != ys.dtype:
+        xs, ys = xs.astype(np.float64), ys.astype(np.float64)
+    # exact=True: rows of integers compare by their exact cosines, as fs.retrieval ranks them
+    thr_images, exact_images = _core.retrieval_thresholds(xs, ys, query_codes=icodes, candidate_codes=tcodes,
+                                                          query_input="x", candidate_input="y", threads=threads,
+                                                          exact=True)
+    thr_texts, exact_texts = _core.retrieval_thresholds(ys, xs, query_codes=tcodes, candidate_codes=icodes,
+                                                        query_input="y", candidate_input="x", threads=threads,
+                                                        exact=True)
+    image_counts = np.zeros(n, dtype=np.int64)
+    text_counts = np.zeros(n, dtype=np.int64)
+    slab = max(8192, -(-n // 64))
+    slabs = [range(s, min(n, s + slab)) for s in range(0, n, slab)]
+    for rows in progress(slabs, "retrieval, whole gallery (query rows)", n):
+        r = _core.retrieval_counts(np.ascontiguousarray(xs[rows.start:rows.stop]), ys,
+                                   image_codes=icodes[rows.start:rows.stop], text_codes=tcodes,
+                                   image_thresholds=thr_images[rows.start:rows.stop], text_thresholds=thr_texts,
+                                   image_exact=exact_images[rows.start:rows.stop], text_exact=exact_texts,
+                                   threads=threads)
+        image_counts[rows.start:rows.stop] = r["image_counts"]
+        text_counts += r["text_counts"]
+    image_ranks = np.where(np.isfinite(thr_images), image_counts + 1, 0).astype(np.int64)
+    text_ranks = np.where(np.isfinite(thr_texts), text_counts + 1, 0).astype(np.int64)
+    return rank_summary(image_ranks, text_ranks, plan.ks, True)
 
 
 def _retrieval_with_ranks(x, y, image_ids, text_ids, ks, threads, backend: str = "cpu") -> dict:

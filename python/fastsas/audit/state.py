@@ -1,6 +1,7 @@
 """The mergeable partial state of an audit's pass (:class:`AuditState`): one set of moments
-per jackknife block, per (subgroup, block) cell and per period, with a compact versioned
-byte form to ship between processes and machines."""
+per jackknife block, per (subgroup, block) cell and per (period, block) cell, and the
+moments of the L2-normalised rows (the mismatch test's), with a compact versioned byte form
+to ship between processes and machines."""
 from __future__ import annotations
 
 import struct
@@ -17,14 +18,15 @@ from fastsas.moments import Moments
 __all__ = ["AuditState"]
 
 _STATE_MAGIC = b"FSASAUD"
-_STATE_VERSION = 2  # 2: sealed with a CRC-32 (fastsas._byteform)
+_STATE_VERSION = 3  # 2: the "unit" part (moments of the unit rows) and period cells; 3: sealed with a CRC-32
 _STATE_HEADER = struct.Struct("<7sBqq")  # magic, version, dim, number of parts
-_PARTS = ("blocks", "cells", "periods")
+_PARTS = ("blocks", "cells", "periods", "unit")
 
 
 class AuditState:
     """The mergeable partial state of an audit's pass: core moments per jackknife block, per
-    (subgroup, block) cell and per period.
+    (subgroup, block) cell, per (period, block) cell, and (part ``unit``) of the rows divided
+    by their L2 norms.
 
     :meth:`accumulate` adds rows (with their codes from :meth:`AuditPlan.codes`), :meth:`merge`
     adds another state, :meth:`to_bytes` / :meth:`from_bytes` is a compact versioned byte form
@@ -35,7 +37,8 @@ class AuditState:
     dim : int
         The embedding dimension.
     sizes : dict
-        Accumulators per part: ``blocks``, ``cells``, ``periods`` (:meth:`AuditPlan.sizes`).
+        Accumulators per part: ``blocks``, ``cells``, ``periods``, ``unit``
+        (:meth:`AuditPlan.sizes`).
 
     Examples
     --------
@@ -73,13 +76,16 @@ class AuditState:
         x, y = as_pair(x, y, min_rows=0)
         try:
             for part, groups in self._groups.items():
-                groups.update(x, y, codes=codes[part], threads=threads)
+                if part == "unit":  # last: every row has passed the other parts' checks
+                    groups.update(_unit_rows(x), _unit_rows(y), codes=codes[part], threads=threads)
+                else:
+                    groups.update(x, y, codes=codes[part], threads=threads)
         except _core.BadRowsError as exc:
             raise bad_rows_error(exc, {"x": "images", "y": "texts"}, offset=offset) from None
         self._rows += len(x)
 
     def states(self, part: str) -> list:
-        """The core Moments of every accumulator of `part` ("blocks", "cells", "periods")."""
+        """The core Moments of every accumulator of `part` ("blocks", "cells", "periods", "unit")."""
         self._freeze()
         return self._lists[part]
 
@@ -179,3 +185,13 @@ class AuditState:
 
     def __reduce__(self):
         return (AuditState.from_bytes, (self.to_bytes(),))
+
+
+def _unit_rows(a: Any) -> np.ndarray:
+    """Rows divided by their L2 norms (computed in float64), in the precision the core
+    computes the chunk in (float64 for float64 input, else float32)."""
+    a = np.asarray(a)
+    out_dtype = np.float64 if a.dtype == np.float64 else np.float32
+    wide = a.astype(np.float64, copy=False)
+    norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
+    return (wide / norms[:, None]).astype(out_dtype, copy=False)

@@ -12,6 +12,7 @@ import numpy as np
 
 from fastsas._validate import as_pair, resolve_threads
 from fastsas.audit import AuditPlan, AuditResult, AuditState
+from fastsas.audit.rows import ArchiveRows
 from fastsas.audit import audit as in_process
 from fastsas.dask.cluster import (DEFAULT_SPLIT_EVERY, client_for, compute, dask_modules, task_threads, tree_reduce,
                                   with_options_doc)
@@ -48,22 +49,26 @@ _merge_audit = functools.partial(merge_states, AuditState)
 @with_options_doc
 def audit(images: Any, texts: Any = None, groups: Any = None, image_ids: Any = None, text_ids: Any = None,
           topq: float = 0.1, *, periods: Any = None, jackknife_blocks: int = 20, mismatches: int = 20,
-          retrieval: str | bool = "both", ks: Sequence[int] = (1, 5, 10), max_cell_bytes: int = 2 << 30,
+          mismatch_fdr: float | None = 0.05, chance_repeats: int = 3, seed: int = 0, unit_name: str | None = None,
+          recorded_ids: bool = True, retrieval: str | bool = "both", ks: Sequence[int] = (1, 5, 10),
+          max_cell_bytes: int = 2 << 30,
           client: Any = None, scheduler: str | None = None, block_rows: int | None = None,
           split_every: int = DEFAULT_SPLIT_EVERY, threads: int | None = None, progress: Any = None) -> AuditResult:
     """:func:`fastsas.audit` on Dask: the same AuditResult (numbers within rounding; ranks,
     mismatches and counts identical).
 
-    The per-block audit states (moments per jackknife block, subgroup cell and period) are
-    tree-merged; whole-gallery and within-subgroup retrieval run as :func:`retrieval`. Labels
-    and ids are in memory (one small array each).
+    The per-block audit states (moments per jackknife block, subgroup cell and period cell,
+    and of the unit rows) are tree-merged; whole-gallery and within-subgroup retrieval run as
+    :func:`retrieval`. The passes that read the rows again after the merge (the mismatch
+    statistic, the chance level) read the row blocks from the cluster's arrays, in order,
+    on the client. Labels and ids are in memory (one small array each).
 
     Parameters
     ----------
     images, texts : Dask array, ndarray, or path
         As :func:`moments`.
-    groups, image_ids, text_ids, topq, periods, jackknife_blocks, mismatches, retrieval, ks, max_cell_bytes
-        As :func:`fastsas.audit`.
+    groups, image_ids, text_ids, topq, periods, jackknife_blocks, mismatches, mismatch_fdr, chance_repeats, seed, unit_name, retrieval, ks, max_cell_bytes
+        As :func:`fastsas.audit` (`recorded_ids` is accepted and unused: give the ids).
     $options
 
     Returns
@@ -91,8 +96,9 @@ def audit(images: Any, texts: Any = None, groups: Any = None, image_ids: Any = N
     if n < 2:
         raise ValueError(f"images and texts need at least 2 rows, got {n}")
     plan = AuditPlan(n, d, groups=groups, image_ids=image_ids, text_ids=text_ids, topq=topq, periods=periods,
-                     jackknife_blocks=jackknife_blocks, mismatches=mismatches, retrieval=retrieval, ks=ks,
-                     max_cell_bytes=max_cell_bytes)
+                     jackknife_blocks=jackknife_blocks, mismatches=mismatches, mismatch_fdr=mismatch_fdr,
+                     chance_repeats=chance_repeats, seed=seed, retrieval=retrieval, ks=ks,
+                     max_cell_bytes=max_cell_bytes, unit_name=unit_name)
     sizes = plan.sizes()
     offsets = block_offsets(x.chunks[0])
     parts = [dask.delayed(_block_audit, pure=True)(bx, by, plan.codes(int(offsets[i]), int(offsets[i + 1])), d,
@@ -100,7 +106,7 @@ def audit(images: Any, texts: Any = None, groups: Any = None, image_ids: Any = N
              for i, (bx, by) in enumerate(zip(delayed_blocks(x), delayed_blocks(y)))]
     total = tree_reduce(parts, _merge_audit, audit_split_every(sizes, d, split_every))
     with client_for(client, scheduler) as c:
-        (state,) = compute(c, [total], progress)
+        (state,) = compute(c, [total], progress, "moments on the cluster (one pass)")
 
         def retrieve(rows, ids_i, ids_t):
             # The whole gallery streams from the store's files; a subgroup's rows are gathered.
@@ -109,8 +115,20 @@ def audit(images: Any, texts: Any = None, groups: Any = None, image_ids: Any = N
                                  threads=threads, progress=progress)
 
         # The jackknife's eigendecompositions run here, on the client, with its threads.
-        return plan.finalize(AuditState.from_bytes(state), retrieve, resolve_threads(None),
-                             backend={"moments": "dask", "retrieval": "dask"})
+        rows = ArchiveRows(x, y, materialise=_computed)
+        return plan.finalize(AuditState.from_bytes(state), retrieve, resolve_threads(None), progress=_hook(progress),
+                             backend={"moments": "dask", "retrieval": "dask"}, rows=rows,
+                             chunk_rows=int(max(x.chunks[0])))
+
+
+def _computed(block: Any) -> np.ndarray:
+    return np.asarray(block.compute() if hasattr(block, "compute") else block)
+
+
+def _hook(progress: Any) -> Any:
+    """The in-process progress hook for the steps that run on the client (None for True:
+    Dask's own bars cover only its tasks)."""
+    return progress if callable(progress) else None
 
 
 def audit_source(source: Any, scheduler: str | None = None, workers: int | None = None, *,

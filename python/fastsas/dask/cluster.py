@@ -105,11 +105,17 @@ def task_threads(threads: Any) -> int:
     return 1 if threads is None else check_int(threads, "threads", allow_none=True)
 
 
-def compute(client: Any, objects: list, progress: Any) -> list:
-    """Compute delayed objects on `client` (or locally), showing Dask's own progress."""
+def compute(client: Any, objects: list, progress: Any, description: str = "Dask tasks") -> list:
+    """Compute delayed objects on `client` (or locally). `progress` True shows Dask's own
+    progress bar; a progress hook (``progress(iterable, description, total)``, as the CLI
+    passes) gets the tasks' completions instead, so only one kind of bar is ever drawn."""
     dask, _ = dask_modules()
-    progress = bool(progress)  # True, or the in-process progress hook: Dask shows its own bar
+    hook = progress if callable(progress) else None
     if client is None:
+        if hook is not None:
+            for _ in hook([None], description, 1):
+                out = list(dask.compute(*objects))
+            return out
         if progress:
             from dask.diagnostics import ProgressBar
 
@@ -117,7 +123,10 @@ def compute(client: Any, objects: list, progress: Any) -> list:
                 return list(dask.compute(*objects))
         return list(dask.compute(*objects))
     futures = client.compute(objects)
-    if progress:
+    if hook is not None:
+        for _ in hook(distributed_module().as_completed(futures), description, len(futures)):
+            pass
+    elif progress:
         distributed_module().progress(futures)
     return client.gather(futures)
 

@@ -83,7 +83,7 @@ def moments(images: Any, texts: Any = None, *, client: Any = None, scheduler: st
              for i, (bx, by) in enumerate(zip(delayed_blocks(x), delayed_blocks(y)))]
     total = tree_reduce(parts, _merge_moments, split_every)
     with client_for(client, scheduler) as c:
-        (state,) = compute(c, [total], progress)
+        (state,) = compute(c, [total], progress, "moments on the cluster (one pass)")
     return Moments.from_bytes(state)
 
 

@@ -195,6 +195,6 @@ def retrieval_of(x: Any, y: Any, store: Any, image_ids: Any, text_ids: Any, ks: 
     ks = check_ks(ks, x.shape[0], y.shape[0])
     image_ranks, text_ranks = retrieval_ranks(x, y, icodes, tcodes, split_every, int(threads), store)
     with client_for(client, scheduler) as c:
-        done = compute(c, image_ranks + text_ranks, progress)
+        done = compute(c, image_ranks + text_ranks, progress, "retrieval on the cluster (row blocks)")
     return rank_summary(np.concatenate(done[:len(image_ranks)]), np.concatenate(done[len(image_ranks):]), ks,
                         return_ranks)

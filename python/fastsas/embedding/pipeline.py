@@ -523,7 +523,8 @@ def _open_store(out: Path, options: dict, tags: Sequence[str], chunk_rows: int, 
     columns = pa.schema([pa.field(options["id_column"], pa.string()), pa.field(IMAGE_COLUMN, pa.string()),
                          pa.field(FRAME_COLUMN, pa.int32())] + [pa.field(t, pa.string()) for t in tags])
     store = EmbeddingStore.create(out, options["dim"], chunk_rows=chunk_rows, columns=columns,
-                                  model=options["model"], notes=_notes(options), overwrite=overwrite)
+                                  model=options["model"], notes=_notes(options), overwrite=overwrite,
+                                  id_column=options["id_column"])
     return store, False
 
 

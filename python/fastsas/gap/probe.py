@@ -36,8 +36,10 @@ def check_labels(labels: Any, n: int, cv: int) -> tuple[np.ndarray, list[Any]]:
     return codes.astype(np.int64), classes
 
 
-def fit_probe(features: np.ndarray, codes: np.ndarray, n_classes: int, cv: int, seed: int) -> dict[str, Any]:
-    """Cross-validated logistic-regression probe: mean accuracy and macro one-vs-rest AUROC."""
+def fit_probe(features: np.ndarray, codes: np.ndarray, n_classes: int, cv: int, seed: int,
+              on_fold: Any = None) -> dict[str, Any]:
+    """Cross-validated logistic-regression probe: mean accuracy and macro one-vs-rest AUROC
+    (`on_fold()` is called after each fold)."""
     try:
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import roc_auc_score
@@ -59,6 +61,8 @@ def fit_probe(features: np.ndarray, codes: np.ndarray, n_classes: int, cv: int, 
             auroc.append(float(roc_auc_score(codes[test], proba, multi_class="ovr", average="macro",
                                              labels=clf.classes_)))
         iterations.append(int(np.max(clf.n_iter_)))
+        if on_fold is not None:
+            on_fold()
     return {
         "accuracy": float(np.mean(accuracy)),
         "accuracy_std": float(np.std(accuracy)),

@@ -8,7 +8,11 @@ import numpy as np
 
 from fastsas.results import to_python
 
-__all__ = ["GapPoint", "GapSweep"]
+__all__ = ["GapPoint", "GapSweep", "LAM0_ROWS"]
+
+# What the lambda = 0 point is computed on (said beside it in every output).
+LAM0_ROWS = ("lambda = 0 is computed on the unit-normalised rows, so its SAS, CKA, CORAL, SVCCA and centroid "
+             "distances differ from the audit's, which uses the rows as given (the sweep's baseline)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +87,10 @@ class GapSweep:
     best_lam : float or None
         The lambda with the highest probe accuracy (ties: the smaller lambda), None without
         labels.
+    probe_gain : dict or None
+        Whether `best_lam` beats lambda = 0 beyond the cross-validation spread: ``mean_gain``
+        (mean per-fold accuracy difference), ``spread`` (their standard deviation),
+        ``declared``, ``rule``; :attr:`declared_lam` is `best_lam` only when declared.
     settings : dict
         How it was computed: ``n``, ``dim``, ``dtype``, ``source``, ``chunk_rows``, ``topq``,
         ``ks``, ``gap_given``, ``backend``, ``probe`` (model, folds, cv, seed, classes) and
@@ -102,6 +110,28 @@ class GapSweep:
     points: tuple[GapPoint, ...]
     best_lam: float | None
     settings: dict[str, Any]
+    probe_gain: dict[str, Any] | None = None
+
+    @property
+    def declared_lam(self) -> float | None:
+        """The best lambda when it beats lambda = 0 beyond the probe's cross-validation
+        spread, else None (lambda = 0, the unshifted rows, is as good)."""
+        return self.best_lam if (self.probe_gain or {}).get("declared") else None
+
+    def verdict(self) -> str | None:
+        """The sweep's conclusion about the probe, in one sentence (None without labels)."""
+        g = self.probe_gain
+        if self.best_lam is None or g is None:
+            return None
+        if g.get("reference") is None:
+            return f"best λ by probe accuracy: {self.best_lam:g} (no λ = 0 in the sweep to compare it against)"
+        if g["declared"]:
+            return (f"best λ = {self.best_lam:g}: probe accuracy {g['mean_gain']:+.4f} over λ = 0, beyond the "
+                    f"cross-validation spread ({g['spread']:.4f})")
+        if self.best_lam == 0.0:
+            return "no λ beats λ = 0 (the unshifted rows) in probe accuracy"
+        return (f"no λ beats λ = 0 beyond the cross-validation spread (best λ {self.best_lam:g}: "
+                f"{g['mean_gain']:+.4f}, spread {g['spread']:.4f})")
 
     @property
     def gap_norm(self) -> float:
@@ -130,10 +160,13 @@ class GapSweep:
 
     def to_dict(self) -> dict[str, Any]:
         """The sweep as plain data: ``lams``, ``gap``, ``gap_norm``, ``baseline``, ``points``
-        (each :meth:`GapPoint.to_dict`), ``best_lam``, ``settings``."""
+        (each :meth:`GapPoint.to_dict`), ``best_lam``, ``probe_gain``, ``declared_lam``,
+        ``verdict``, ``lam0_rows``, ``settings``."""
         return to_python({"lams": list(self.lams), "gap": self.gap, "gap_norm": self.gap_norm,
-                       "baseline": self.baseline, "points": [p.to_dict() for p in self.points],
-                       "best_lam": self.best_lam, "settings": self.settings})
+                          "baseline": self.baseline, "points": [p.to_dict() for p in self.points],
+                          "best_lam": self.best_lam, "probe_gain": self.probe_gain,
+                          "declared_lam": self.declared_lam, "verdict": self.verdict(),
+                          "lam0_rows": LAM0_ROWS, "settings": self.settings})
 
     def __repr__(self) -> str:
         def listed(values: Any) -> str:

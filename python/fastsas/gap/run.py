@@ -103,6 +103,28 @@ class _ChunkSource:
                 "give the same data on every pass")
 
 
+class _Ticker:
+    """A progress hook driven stage by stage: :meth:`tick` after each stage, :meth:`close`
+    at the end (the hook's bar then reaches its total and closes)."""
+
+    def __init__(self, progress: Any, description: str, total: int):
+        self._steps = iter(progress(range(total), description, total)) if progress is not None else None
+        if self._steps is not None:
+            next(self._steps, None)
+        self._left = total
+
+    def tick(self) -> None:
+        if self._steps is not None and self._left > 1:
+            next(self._steps, None)
+        self._left -= 1
+
+    def close(self) -> None:
+        if self._steps is not None:
+            for _ in self._steps:
+                pass
+            self._steps = None
+
+
 def sweep(
     images: Any,
     texts: Any = None,
@@ -118,6 +140,7 @@ def sweep(
     gap: Any = None,
     threads: int | None = None,
     backend: str = "auto",
+    progress: Any = None,
 ) -> GapSweep:
     """Every alignment metric, retrieval and a downstream probe as a function of the
     modality-gap shift ``lam`` (docs/definitions.md, "Modality-gap control").
@@ -162,6 +185,9 @@ def sweep(
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where each lambda's retrieval (the O(n^2) part) runs; the moment passes stay on the
         CPU. Recorded in ``settings["backend"]``.
+    progress : callable or None
+        ``progress(iterable, description, total)`` (as :func:`fastsas.audit` takes it): one
+        bar per lambda, advancing after its moments, its retrieval and each probe fold.
 
     Returns
     -------
@@ -246,6 +272,10 @@ def sweep(
     groups = [[lam] for lam in lams] if materialise else [list(lams)]
     points: dict[float, GapPoint] = {}
     for group in groups:
+        stages = 1 + (len(group) if retrieval else 0) + (len(group) * cv if labels is not None else 0)
+        what = ", ".join(["moments"] + (["retrieval"] if retrieval else []) + ([f"{cv} probe folds"] if labels is not None
+                                                                              else []))
+        ticker = _Ticker(progress, f"gap sweep, λ = {', '.join(f'{lam:g}' for lam in group)} ({what})", stages)
         moments = {lam: Moments(dim, threads=threads) for lam in group}
         scratch: np.ndarray | None = None
         for offset, x, y in source.chunks():
@@ -259,20 +289,25 @@ def sweep(
             for lam in group:
                 shift_into(x, y, g, lam, block[:, :dim], block[:, dim:], offset, source.suffix)
                 moments[lam].update(block[:, :dim], block[:, dim:])
+        ticker.tick()
         for lam in group:
             m = moments[lam]
             ret = None
             if retrieval:
                 ret = run_retrieval(fused[:, :dim], fused[:, dim:], ks=checked["ks"], threads=threads, backend=kind)
+                ticker.tick()
             probe = None
             if labels is not None:
-                probe = fit_probe(fused, checked["codes"], len(checked["classes"]), cv, seed)
+                probe = fit_probe(fused, checked["codes"], len(checked["classes"]), cv, seed, on_fold=ticker.tick)
             points[lam] = GapPoint(lam, float(np.linalg.norm(m.gap_vector())), m.alignment(q), ret, probe)
+        ticker.close()
 
     best = None
+    gain = None
     if labels is not None:
         top = max(points[lam].probe["accuracy"] for lam in lams)
         best = min(lam for lam in lams if points[lam].probe["accuracy"] >= top - 1e-12)
+        gain = probe_gain(points, best)
     settings = {
         "n": n,
         "dim": dim,
@@ -292,4 +327,20 @@ def sweep(
         },
         "definitions_version": _core.DEFINITIONS_VERSION,
     }
-    return GapSweep(lams, g, baseline.alignment(q), tuple(points[lam] for lam in lams), best, settings)
+    return GapSweep(lams, g, baseline.alignment(q), tuple(points[lam] for lam in lams), best, settings, gain)
+
+
+def probe_gain(points: dict, best: float) -> dict:
+    """Whether the best lambda beats lambda = 0 beyond the probe's cross-validation spread:
+    the per-fold accuracy differences (the same folds at every lambda) have a mean larger
+    than their standard deviation (docs/definitions.md, "Modality-gap control")."""
+    if 0.0 not in points:
+        return {"reference": None, "declared": None,
+                "rule": "no lambda = 0 in the sweep to compare the best lambda against"}
+    diffs = np.asarray(points[best].probe["fold_accuracy"]) - np.asarray(points[0.0].probe["fold_accuracy"])
+    mean = float(diffs.mean())
+    spread = float(diffs.std(ddof=1)) if diffs.size > 1 else 0.0
+    declared = bool(best != 0.0 and mean > spread)
+    return {"reference": 0.0, "candidate": best, "mean_gain": mean, "spread": spread, "declared": declared,
+            "rule": "declared when the mean per-fold accuracy gain over lambda = 0 exceeds the standard deviation "
+                    "of the per-fold gains (same folds at every lambda)"}

@@ -7,6 +7,7 @@ Markdown summary, written from an :class:`~fastsas.audit.AuditResult` (and optio
 - :mod:`fastsas.report.markdown`: ``report.md``;
 - :mod:`fastsas.report.figures`: the figures (matplotlib, imported when the first is drawn);
 - :mod:`fastsas.report.text`: number formats and the words shared by HTML and Markdown;
+- :mod:`fastsas.report.findings`: the findings, in words, at the top of every form;
 - :mod:`fastsas.report.tables`: ``compare.json`` / ``compare.md`` and ``gap.json``.
 
 Every JSON file is written by :func:`fastsas.io.strict_json.dumps` (NaN and infinities as
@@ -26,9 +27,11 @@ from fastsas.io.fingerprint import fingerprint_arrays
 from fastsas.report.figures import (FIG_DPI, FIG_WIDTH_IN, FIG_WIDTH_PX, FIGURE_FRAME, FIGURE_FRAME_RGB,
                                     MAX_GROUP_CURVES, MAX_GROUPS_PLOTTED)
 from fastsas.report.tables import write_compare, write_gap_sweep
-from fastsas.report.text import format_value
+from fastsas.report.findings import findings
+from fastsas.report.text import format_percent, format_value, mismatch_summary
 from fastsas.report.writer import FILE_NAMES, FORMATS, parse_formats, write_report
 
 __all__ = ["FIGURE_FRAME", "FIGURE_FRAME_RGB", "FIG_DPI", "FIG_WIDTH_IN", "FIG_WIDTH_PX", "FILE_NAMES", "FORMATS",
-           "MAX_GROUPS_PLOTTED", "MAX_GROUP_CURVES", "fingerprint_arrays", "format_value", "parse_formats",
+           "MAX_GROUPS_PLOTTED", "MAX_GROUP_CURVES", "findings", "fingerprint_arrays", "format_percent", "format_value",
+           "mismatch_summary", "parse_formats",
            "write_compare", "write_gap_sweep", "write_report"]

@@ -1,5 +1,5 @@
-"""The HTML report: one self-contained page, built section by section (summary, spectral
-profile, subgroups, retrieval, drift, gap sweep, suspected mismatches, all metrics,
+"""The HTML report: one self-contained page, built section by section (findings, summary,
+spectral profile, subgroups, retrieval, drift, gap sweep, suspected mismatches, all metrics,
 provenance).
 
 The page opens with no network: figures are PNGs inlined as ``data:`` URIs, CSS is inline,
@@ -19,8 +19,10 @@ from fastsas.definitions import IMBALANCE_SIGN
 from fastsas.io.strict_json import dumps
 from fastsas.report.figures import (FIGURE_FRAME, Figures, drift_figure, gap_figure, groups_figure, recall_figure,
                                     sas_q_figure, spectrum_figure)
-from fastsas.report.text import (MEANINGS, as_finite, format_p, format_value, imbalance_verdict, interval_of,
-                                 meaning_of, mismatch_rows, mismatches_assessed, worst_groups)
+from fastsas.report.findings import PAIRING_METRICS, chance_of, findings
+from fastsas.report.text import (MEANINGS, as_finite, format_p, format_percent, format_value, imbalance_verdict,
+                                 interval_of, meaning_of, mismatch_rows, mismatch_summary, mismatches_assessed,
+                                 worst_groups)
 
 __all__ = ["Html", "escape", "html_report"]
 
@@ -45,6 +47,9 @@ p.note { color: #5b6570; font-size: 0.9rem; }
 .card .i { font-size: 0.82rem; color: #5b6570; }
 .verdict { border-left: 4px solid #b26b00; background: #fff7e8; padding: 8px 12px; margin: 12px 0; }
 .verdict.neutral { border-left-color: #3a7d44; background: #eef7ef; }
+ol.findings { padding-left: 1.4em; }
+ol.findings li { margin: 4px 0; }
+ol.findings li.warning { font-weight: 600; }
 figure { margin: 16px 0; }
 figure img { display: block; border: 1px solid """ + FIGURE_FRAME + """; padding: 0; margin: 0;
              max-width: none; }
@@ -97,20 +102,44 @@ def _ci_text(lo: float | None, hi: float | None) -> str:
     return f"95% interval {format_value(lo)} to {format_value(hi)}" if lo is not None and hi is not None else ""
 
 
-def _group_table(rows: Sequence[Mapping], kind: str) -> str:
-    headers = [kind, "pairs", "status", "SAS(I→T)", "SAS(T→I)", "imbalance", "CKA"]
+def _pct(value: Any) -> Any:
+    """A recall shown in percent, or None."""
+    return None if as_finite(value) is None else Html(escape(format_percent(value)))
+
+
+def _with_ci(value: Any, unc: Mapping | None, key: str, percent: bool = False) -> Any:
+    if as_finite(value) is None:
+        return None
+    lo, hi = interval_of(unc or {}, key)
+    f = format_percent if percent else format_value
+    ci = f" [{f(lo)}, {f(hi)}]" if lo is not None and hi is not None else ""
+    return Html(escape(f(value) + ci))
+
+
+def _group_table(rows: Sequence[Mapping], kind: str, contrasts: Sequence[Mapping] = ()) -> str:
+    headers = [kind, "pairs", "status", "SAS(I→T) [95%]", "SAS(T→I) [95%]", "imbalance", "CKA [95%]"]
     with_ret = any("retrieval_within" in g or "retrieval_whole" in g for g in rows)
+    tests = {str(c.get("group")): c.get("tests") or {} for c in contrasts}
     if with_ret:
-        headers += ["I→T R@1 within", "T→I R@1 within", "I→T R@1 vs all", "T→I R@1 vs all"]
+        headers += ["I→T R@1 vs all", "T→I R@1 vs all", "I→T R@1 within", "T→I R@1 within"]
+    if tests:
+        headers += ["differs from the rest (Holm p < 0.05)"]
     body = []
     for g in rows:
         a = g.get("alignment") or {}
-        row = [str(g.get("group")), g.get("n"), g.get("status"), a.get("sas_i2t"), a.get("sas_t2i"),
-               a.get("sas_imbalance"), a.get("cka")]
+        u = g.get("uncertainty") or {}
+        row = [str(g.get("group")), g.get("n"), g.get("status"), _with_ci(a.get("sas_i2t"), u, "sas_i2t"),
+               _with_ci(a.get("sas_t2i"), u, "sas_t2i"), a.get("sas_imbalance"), _with_ci(a.get("cka"), u, "cka")]
         if with_ret:
             w = g.get("retrieval_within") or {}
             v = g.get("retrieval_whole") or {}
-            row += [w.get("i2t_r1"), w.get("t2i_r1"), v.get("i2t_r1"), v.get("t2i_r1")]
+            vu = g.get("retrieval_whole_uncertainty") or {}
+            row += [_with_ci(v.get("i2t_r1"), vu, "i2t_r1", True), _with_ci(v.get("t2i_r1"), vu, "t2i_r1", True),
+                    _pct(w.get("i2t_r1")), _pct(w.get("t2i_r1"))]
+        if tests:
+            t = tests.get(str(g.get("group"))) or {}
+            row.append(", ".join(f"{k} (p {format_p(v.get('p_holm'))})" for k, v in t.items() if v.get("significant"))
+                       or "–")
         body.append(row)
     return _table(headers, body)
 
@@ -124,21 +153,39 @@ def _metrics_table(d: Mapping) -> str:
             continue
         lo, hi = interval_of(unc, key)
         se = as_finite((unc.get(key) or {}).get("se")) if isinstance(unc.get(key), Mapping) else None
+        chance = chance_of(d, key) if key in PAIRING_METRICS else None
         rows.append([key, value, se, Html(escape(f"{format_value(lo)} to {format_value(hi)}")) if lo is not None else None,
-                     MEANINGS.get(key, "")])
+                     chance, MEANINGS.get(key, "")])
+    for key in ("sas_companion_i2t", "sas_companion_t2i"):
+        u = unc.get(key)
+        if isinstance(u, Mapping):
+            rows.append([key, u.get("value"), u.get("se"),
+                         Html(escape(f"{format_value(u.get('ci_low'))} to {format_value(u.get('ci_high'))}")), None,
+                         "rotation-invariant companion of SAS (equals SAS when every kept eigenvalue is well "
+                         "separated)"])
     ret = d.get("retrieval")
+    runc = unc.get("retrieval") or {}
     if isinstance(ret, Mapping):
         for key, value in ret.items():
             if isinstance(value, (list, dict)):
                 continue
-            rows.append([f"retrieval.{key}", value, None, None, meaning_of(str(key))])
+            recall = str(key)[:5] in ("i2t_r", "t2i_r") and str(key)[5:].isdigit()
+            lo, hi = interval_of(runc, str(key))
+            shown = Html(escape(format_percent(value))) if recall else value
+            ci = Html(escape(f"{format_percent(lo)} to {format_percent(hi)}")) if lo is not None else None
+            chance = chance_of(d, str(key))
+            chance_shown = (Html(escape(format_percent(chance, 3))) if recall and chance is not None else chance)
+            rows.append([f"retrieval.{key}", shown, None, ci, chance_shown, meaning_of(str(key))])
     test = unc.get("imbalance_test") if isinstance(unc, Mapping) else None
     if isinstance(test, Mapping):
-        rows.append(["imbalance_test.t", test.get("t"), None, None, "jackknife t statistic of the imbalance"])
-        rows.append(["imbalance_test.df", test.get("df"), None, None, "degrees of freedom (blocks − 1)"])
-        rows.append(["imbalance_test.p_value", Html(escape(format_p(test.get("p_value")))), None, None,
+        rows.append(["imbalance_test.t", test.get("t"), None, None, None, "jackknife t statistic of the imbalance"])
+        rows.append(["imbalance_test.df", test.get("df"), None, None, None, "degrees of freedom (blocks − 1)"])
+        rows.append(["imbalance_test.p_value", Html(escape(format_p(test.get("p_value")))), None, None, None,
                      f"two-sided p-value, null hypothesis {test.get('null', 'SAS(I→T) == SAS(T→I)')}"])
-    return _table(["metric", "value", "std. error", "95% interval", "meaning"], rows)
+    return _table(["metric", "value", "std. error", "95% interval", "by chance", "meaning"], rows,
+                  caption="Recall in percent; rSum is the sum of the recalls in percent (0 to 600 with k = 1, 5, 10). "
+                          "By chance: the metric with the pairing destroyed (a random re-pairing of the archive, or for "
+                          "retrieval a random ranking).")
 
 
 class _Report:
@@ -156,6 +203,7 @@ class _Report:
         self.drift = [g for g in d.get("drift") or [] if isinstance(g, Mapping)]
         self.mismatches = mismatch_rows(d, show_ids)
         self.q = float(d["topq"])
+        self.findings = list(d.get("findings") or findings(d))
 
 
 def _head(F: Figures, r: _Report) -> list[str]:
@@ -174,18 +222,49 @@ def _head(F: Figures, r: _Report) -> list[str]:
     ]
 
 
+def _findings(F: Figures, r: _Report) -> list[str]:
+    out = ['<section id="findings"><h2>Findings</h2>',
+           '<p class="note">What matters in this audit, most actionable first; every number is in the sections '
+           'below and in report.json.</p><ol class="findings" id="findings-list">']
+    for item in r.findings:
+        out.append(f'<li class="{escape(item.get("severity", "info"))}" data-kind="{escape(item.get("kind", ""))}">'
+                   f'{escape(item.get("text", ""))}</li>')
+    out.append("</ol></section>")
+    return out
+
+
 def _summary(F: Figures, r: _Report) -> list[str]:
     a, unc, ret = r.a, r.unc, r.ret
     out = ['<section id="summary"><h2>Summary</h2><div class="cards">']
     for key, name in (("sas_i2t", "SAS(I→T)"), ("sas_t2i", "SAS(T→I)"), ("sas_imbalance", "imbalance")):
-        out.append(_card(name, format_value(a.get(key)), _ci_text(*interval_of(unc, key))))
+        chance = chance_of(r.d, key) if key != "sas_imbalance" else None
+        note = _ci_text(*interval_of(unc, key))
+        if chance is not None:
+            note += f"; by chance {format_value(chance)}; 1 if perfectly mirrored"
+        out.append(_card(name, format_value(a.get(key)), note))
     out.append(_card("imbalance test", f"p = {format_p(r.test.get('p_value'))}", "H0: SAS(I→T) = SAS(T→I)"))
     if ret is not None:
+        runc = unc.get("retrieval") or {}
         for side, name in (("i2t", "image → text R@1"), ("t2i", "text → image R@1")):
             if f"{side}_r1" in ret:
-                out.append(_card(name, format_value(ret[f"{side}_r1"])))
-    out.append(_card("suspected mismatches",
-                     format_value(len(r.mismatches)) if mismatches_assessed(r.d) else "not assessed"))
+                lo, hi = interval_of(runc, f"{side}_r1")
+                note = f"95% interval {format_percent(lo)} to {format_percent(hi)}" if lo is not None else ""
+                chance = chance_of(r.d, f"{side}_r1")
+                if chance is not None:
+                    note += f"; by chance {format_percent(chance, 3)}"
+                out.append(_card(name, format_percent(ret[f"{side}_r1"]), note))
+    test = r.d.get("mismatch_test") or {}
+    if mismatches_assessed(r.d):
+        value = format_value(test.get("flagged")) if test.get("has_power") else "no power"
+        note = (f"at a {format_percent(test.get('fdr'), 0)} false discovery rate" if test.get("has_power")
+                else f"a swap would be flagged with probability {format_percent(test.get('power'))}")
+    else:
+        value, note = "not assessed", ""
+    out.append(_card("suspected mismatches", value, note))
+    unit = r.d.get("unit") or {}
+    if unit:
+        out.append(_card("unit of uncertainty", str(unit.get("name")),
+                         f"{format_value(unit.get('count'))} units, {format_value(unit.get('blocks'))} jackknife blocks"))
     out.append("</div>")
     verdict, significant = imbalance_verdict(r.d)
     out.append(f'<div class="verdict{"" if significant else " neutral"}"><p>{escape(verdict)}</p></div>')
@@ -193,7 +272,7 @@ def _summary(F: Figures, r: _Report) -> list[str]:
                "patterns of variation (principal variance) of A. SAS(I→T) asks how much of the images' "
                "structure the texts reflect; SAS(T→I) asks the reverse. "
                f"{escape(IMBALANCE_SIGN)} Intervals are 95% delete-a-block jackknife intervals over "
-               f"{escape(unc.get('blocks', '?'))} blocks.</p>")
+               f"{escape(unc.get('blocks', '?'))} blocks of {escape(unit.get('name', 'pair'))} units.</p>")
     worst = worst_groups(r.d)
     if worst:
         names = "; ".join(f"{g.get('group')} (SAS(I→T) {format_value(g['alignment'].get('sas_i2t'))}, "
@@ -206,6 +285,9 @@ def _summary(F: Figures, r: _Report) -> list[str]:
 
 def _spectrum(F: Figures, r: _Report) -> list[str]:
     out = ['<section id="spectrum"><h2>Spectral profile</h2>']
+    for item in r.findings:
+        if item.get("kind") == "conditioning":
+            out.append(f'<div class="verdict" data-warning="conditioning"><p>{escape(item["text"])}</p></div>')
     fig = spectrum_figure(F, r.d)
     if fig is not None:
         out.append(_figure_html(F, fig, "spectrum", "Eigenspectra and per-mode correlations for both directions",
@@ -233,7 +315,10 @@ def _subgroups(F: Figures, r: _Report) -> list[str]:
                                 "SAS in both directions within each subgroup; dashed lines: the whole archive. "
                                 + ("Bars: 95% jackknife intervals." if has_ci else
                                    "Subgroup values are point estimates (no interval computed).")))
-    out.append(_group_table(r.groups, "subgroup"))
+    out.append(_group_table(r.groups, "subgroup", r.d.get("contrasts") or []))
+    out.append("<p class=\"note\">Recall in percent, with 95% block-jackknife intervals. A subgroup differs from "
+               "the rest when a paired delete-a-block jackknife of the difference (same blocks on both sides) "
+               "rejects no difference at 5% after Holm's correction over the subgroups.</p>")
     out.append("</section>")
     return out
 
@@ -261,6 +346,9 @@ def _drift(F: Figures, r: _Report) -> list[str]:
         out.append(_figure_html(F, fig, "drift", "Alignment per period",
                                 "SAS and CKA computed separately for each period."))
     out.append(_group_table(r.drift, "period"))
+    for item in r.findings:
+        if item.get("kind") == "drift":
+            out.append(f"<p>{escape(item['text'])}</p>")
     out.append("</section>")
     return out
 
@@ -275,23 +363,30 @@ def _gap_sweep(F: Figures, r: _Report) -> list[str]:
         out.append(_figure_html(F, fig, "gap_sweep", "Metrics versus the gap shift λ",
                                 "Each metric after moving the image and text embeddings towards each other by a "
                                 "fraction λ of the modality gap (λ = 0: unchanged, 1: centroids coincide)."))
-    rows = []
+    base = gap.get("baseline") or {}
+    rows = [["input (rows as given)", base.get("centroid_euclidean"), base.get("sas_i2t"), base.get("sas_t2i"),
+             base.get("cka"), None, None, None]] if base else []
     for p in gap.get("points") or []:
         al, ret, pr = p.get("alignment") or {}, p.get("retrieval") or {}, p.get("probe") or {}
         lam = as_finite(p.get("lam"))
         rows.append([f"{lam:g}" if lam is not None else None, p.get("gap_norm"), al.get("sas_i2t"), al.get("sas_t2i"),
                      al.get("cka"), ret.get("rsum"), pr.get("accuracy"), pr.get("auroc")])
-    out.append(_table(["λ", "gap norm", "SAS(I→T)", "SAS(T→I)", "CKA", "rSum", "probe accuracy", "probe AUROC"], rows))
-    if gap.get("best_lam") is not None:
-        best = float(gap["best_lam"])
-        out.append(f"<p>Best λ by probe accuracy: {escape(f'{best:g}')}.</p>")
+    out.append(_table(["λ", "gap norm", "SAS(I→T)", "SAS(T→I)", "CKA", "rSum (0 to 600)", "probe accuracy",
+                       "probe AUROC"], rows))
+    if gap.get("lam0_rows"):
+        out.append(f'<p class="note">{escape(gap["lam0_rows"])}; the first row is that baseline (its gap norm is the '
+                   "centroid distance of the rows as given).</p>")
+    if gap.get("verdict"):
+        out.append(f"<p>{escape(gap['verdict'])}.</p>")
+    elif gap.get("best_lam") is not None:
+        out.append(f"<p>Best λ by probe accuracy: {escape(format(float(gap['best_lam']), 'g'))}.</p>")
     out.append("</section>")
     return out
 
 
 def _mismatches(F: Figures, r: _Report) -> list[str]:
     mismatches = r.mismatches
-    out = ['<section id="mismatches"><h2>Suspected mismatches</h2>']
+    out = ['<section id="mismatches"><h2>Suspected mismatches</h2>', f"<p>{escape(mismatch_summary(r.d))}</p>"]
     if mismatches:
         with_ids = any("id" in m for m in mismatches)
         # Columns the user explicitly asked to include (e.g. report text), never by default.
@@ -299,22 +394,24 @@ def _mismatches(F: Figures, r: _Report) -> list[str]:
         privacy = ("Ids are the archive's own key column; no report text or other columns are included."
                    if not included else
                    "Included on request: " + ", ".join(included) + ". Treat this file as patient data.")
-        out.append("<p>Pairs whose own match ranks poorly in both directions: the image's own text is ranked "
-                   "r-th among all texts, and the text's own image s-th among all images. These are worth "
-                   "checking for a report filed against the wrong study. "
+        out.append("<p>Units whose own report stands no further above their non-matches than a swapped report "
+                   "would: statistic (in standard deviations of the query's non-matches, both directions; genuine "
+                   "units here sit near "
+                   f"{escape(format_value((r.d.get('mismatch_test') or {}).get('genuine_median')))}), the "
+                   "posterior probability that the unit is genuine (lfdr), its p-value under the genuine law, and "
+                   "the ranks of its own match (I→T: the image's own report among all reports; T→I the reverse). "
                    + escape(privacy if with_ids or included else "Rows are positions in the input.") + "</p>")
-        headers = (["#", "row"] + ([r.id_column_name] if with_ids else []) + ["I→T rank", "T→I rank"]
-                   + included)
+        with_ranks = any("i2t_rank" in m for m in mismatches)
+        headers = (["#", "row"] + ([r.id_column_name] if with_ids else []) + ["statistic", "lfdr", "p-value"]
+                   + (["I→T rank", "T→I rank"] if with_ranks else []) + included)
         body = []
         for i, m in enumerate(mismatches, 1):
             extra = m.get("columns") or {}
             body.append([i, str(m.get("row"))] + ([str(m.get("id"))] if with_ids else [])
-                        + [m.get("i2t_rank"), m.get("t2i_rank")] + [str(extra.get(c, "")) for c in included])
+                        + [m.get("statistic"), m.get("lfdr"), Html(escape(format_p(m.get("p_value"))))]
+                        + ([m.get("i2t_rank"), m.get("t2i_rank")] if with_ranks else [])
+                        + [str(extra.get(c, "")) for c in included])
         out.append(_table(headers, body))
-    elif not mismatches_assessed(r.d):
-        out.append("<p>Not assessed: retrieval was not computed.</p>")
-    else:
-        out.append("<p>No suspected mismatches.</p>")
     out.append("</section>")
     return out
 
@@ -329,6 +426,12 @@ def _provenance(F: Figures, r: _Report) -> list[str]:
             ["definitions version", meta["definitions_version"]],
             ["input fingerprint", Html(f"<code>{escape(meta['input_fingerprint'] or 'not given')}</code>")],
             ["pairs", d["n"]], ["dimension", d["dim"]], ["q (top fraction of modes)", d["topq"]]]
+    unit = d.get("unit") or {}
+    if unit:
+        prov.append(["unit of uncertainty", f"{unit.get('name')} ({unit.get('by')}): {format_value(unit.get('count'))} "
+                                            f"units, {format_value(unit.get('blocks'))} jackknife blocks"])
+    for note in d.get("notes") or []:
+        prov.append(["adapted to the archive", note])
     if isinstance(d.get("backend"), Mapping):  # which engine computed what (cpu, cuda, dask)
         prov.append(["computed on", ", ".join(f"{k}: {v}" for k, v in d["backend"].items())])
     for key, value in (r.extra_context or {}).items():
@@ -343,7 +446,7 @@ def _foot(F: Figures, r: _Report) -> list[str]:
 
 
 # The page, in order.
-_SECTIONS = (_head, _summary, _spectrum, _subgroups, _retrieval, _drift, _gap_sweep, _mismatches, _all_metrics,
+_SECTIONS = (_head, _findings, _summary, _spectrum, _subgroups, _retrieval, _drift, _gap_sweep, _mismatches, _all_metrics,
              _provenance, _foot)
 
 

@@ -1,6 +1,7 @@
-"""The outputs of ``fastsas compare`` (one row of metrics per archive: ``compare.json`` and
-``compare.md``) and ``fastsas gap`` (``gap.json``, the sweep's ``to_dict()``), written with
-the same strict JSON encoder and atomic writes as the audit report."""
+"""The outputs of ``fastsas compare`` (``compare.html``, ``compare.json``, ``compare.md``;
+built by :mod:`fastsas.report.compare`) and ``fastsas gap`` (``gap.json``, the sweep's
+``to_dict()``), written with the same strict JSON encoder and atomic writes as the audit
+report."""
 from __future__ import annotations
 
 import os
@@ -9,52 +10,57 @@ from typing import Any, Mapping, Sequence
 
 from fastsas.io.atomic import write_atomic
 from fastsas.io.strict_json import dumps
+from fastsas.report.compare import compare_findings, compare_html, compare_markdown
 
-__all__ = ["compare_markdown", "write_compare", "write_gap_sweep"]
-
-
-def compare_markdown(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
-    """The Markdown table of a comparison: one row per archive (its file name), one column
-    per key, four decimals."""
-    lines = ["| archive | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += ["| " + Path(r["archive"]).name + " | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |" for r in rows]
-    return "# fastsas compare\n\n" + "\n".join(lines) + "\n"
+__all__ = ["write_compare", "write_gap_sweep"]
 
 
-def write_compare(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], out_dir: str | os.PathLike, *,
-                  topq: float) -> dict[str, Path]:
-    """Write a comparison of several archives into `out_dir` (created if missing).
+def write_compare(comparison: Mapping[str, Any], out_dir: str | os.PathLike, *, topq: float,
+                  formats: Sequence[str] = ("html", "json", "md")) -> dict[str, Path]:
+    """Write the report of a comparison of archives into `out_dir` (created if missing).
 
     Parameters
     ----------
-    rows : sequence of dict
-        One dict per archive: ``archive`` (its path), ``n``, ``dim`` and every metric.
-    keys : sequence of str
-        The metrics shown in ``compare.md`` (``compare.json`` holds every key of every row).
+    comparison : dict
+        :func:`fastsas.audit.compare.compare`'s result.
     out_dir : str or os.PathLike
         The folder.
     topq : float
         SAS's top fraction of modes, recorded in the JSON.
+    formats : sequence of str
+        Any of "html" (``compare.html``), "json" (``compare.json``: every number, plus
+        ``findings``), "md" (``compare.md``).
 
     Returns
     -------
     dict
-        ``{"json": path of compare.json, "md": path of compare.md}``.
+        ``{format: path}``.
 
     Examples
     --------
     >>> import json, tempfile
     >>> from fastsas.report import write_compare
-    >>> paths = write_compare([{"archive": "a/x.npz", "n": 2, "sas_i2t": float("nan")}], ["sas_i2t"],
-    ...                       tempfile.mkdtemp(), topq=0.1)
-    >>> json.loads(paths["json"].read_text())["archives"][0]["sas_i2t"] is None
+    >>> c = {"archives": [{"name": "a", "n": 2, "metrics": {"sas_i2t": {"value": float("nan")}}}],
+    ...      "paired": {"done": False, "why": "one archive"}, "differences": []}
+    >>> paths = write_compare(c, tempfile.mkdtemp(), topq=0.1)
+    >>> json.loads(paths["json"].read_text())["archives"][0]["metrics"]["sas_i2t"]["value"] is None
     True
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "compare.json", "md": out / "compare.md"}
-    write_atomic(paths["json"], dumps({"topq": topq, "archives": list(rows)}, indent=2))
-    write_atomic(paths["md"], compare_markdown(rows, keys))
+    paths = {}
+    for kind in formats:
+        path = out / f"compare.{kind}"
+        if kind == "json":
+            text = dumps({"topq": topq, **comparison, "findings": compare_findings(comparison)}, indent=2)
+        elif kind == "md":
+            text = compare_markdown(comparison)
+        elif kind == "html":
+            text = compare_html(comparison)
+        else:
+            raise ValueError(f"unknown compare format {kind!r}: html, json or md")
+        write_atomic(path, text)
+        paths[kind] = path
     return paths
 
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from fastsas.definitions import IMBALANCE_SIGN
 
-__all__ = ["MEANINGS", "as_finite", "format_p", "format_value", "group_interval", "imbalance_verdict", "interval_of",
-           "ks_of", "meaning_of", "mismatch_rows", "mismatches_assessed", "ok_groups", "worst_groups"]
+__all__ = ["MEANINGS", "as_finite", "format_p", "format_percent", "format_value", "group_interval", "imbalance_verdict", "interval_of",
+           "ks_of", "meaning_of", "mismatch_rows", "mismatch_summary", "mismatches_assessed", "ok_groups", "worst_groups"]
 
 # Short meanings of the metrics, for the tables (plain text).
 MEANINGS = {
@@ -31,7 +31,7 @@ MEANINGS = {
     "cone_images": "mean pairwise cosine among images (cone effect)",
     "cone_texts": "mean pairwise cosine among texts (cone effect)",
     "matched_cosine": "mean cosine of each image with its own text",
-    "rsum": "100 × sum of R@1, R@5, R@10 over both directions",
+    "rsum": "rSum: the sum over the cutoffs k of R@k in percent, both directions (0 to 600 with k = 1, 5, 10)",
 }
 
 
@@ -89,6 +89,33 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def format_percent(fraction: Any, digits: int = 1) -> str:
+    """A fraction (recall, a share, a rate) as a percentage: ``0.9773`` -> ``"97.7%"``;
+    "n/a" when it is not a finite number.
+
+    Parameters
+    ----------
+    fraction : float or None
+        The value in [0, 1] (any finite number is printed).
+    digits : int, default 1
+        Decimals of the percentage.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from fastsas.report.text import format_percent
+    >>> format_percent(0.9773), format_percent(5e-05, 3), format_percent(None)
+    ('97.7%', '0.005%', 'n/a')
+    """
+    v = as_finite(fraction)
+    if v is None:
+        return "n/a"
+    return f"{100.0 * v:.{digits}f}%"
+
+
 def format_p(p: Any) -> str:
     """A p-value as text: three decimals, scientific below 0.001, "< 1e-300" for 0."""
     v = as_finite(p)
@@ -137,9 +164,41 @@ def mismatch_rows(d: Mapping, show_ids: bool) -> list[dict]:
 
 
 def mismatches_assessed(d: Mapping) -> bool:
-    """Whether the audit computed the ranks that suspected mismatches come from."""
-    return (isinstance(d.get("retrieval"), Mapping) or bool(d.get("mismatches"))
-            or any(isinstance(g, Mapping) and "retrieval_within" in g for g in d.get("groups") or []))
+    """Whether the audit ran the suspected-mismatch test."""
+    test = d.get("mismatch_test")
+    return isinstance(test, Mapping) and "flagged" in test
+
+
+def mismatch_summary(d: Mapping) -> str:
+    """What the mismatch test found, in one sentence (the count flagged is never capped;
+    the listed rows may be).
+
+    Parameters
+    ----------
+    d : dict
+        An audit's ``to_dict()``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from fastsas.report import mismatch_summary
+    >>> mismatch_summary({"mismatch_test": {"flagged": 101, "shown": 20, "fdr": 0.05, "estimated_fdr": 0.005,
+    ...                                     "power": 0.99, "has_power": True}})
+    'Suspected mismatches: 101 at a 5% false discovery rate (estimated 0.5%; power 99.0%), showing 20 of 101.'
+    """
+    test = d.get("mismatch_test") if isinstance(d.get("mismatch_test"), Mapping) else {}
+    if "flagged" not in test:
+        return f"Suspected mismatches: not assessed ({test.get('status') or 'the test did not run'})."
+    if not test.get("has_power"):
+        return f"Suspected mismatches: none listed: {test.get('status')}."
+    flagged, shown = int(test.get("flagged") or 0), int(test.get("shown") or 0)
+    listed = f", showing {shown} of {flagged:,}" if shown < flagged else ""
+    return (f"Suspected mismatches: {flagged:,} at a {format_percent(test.get('fdr'), 0)} false discovery rate "
+            f"(estimated {format_percent(test.get('estimated_fdr'))}; power {format_percent(test.get('power'))})"
+            f"{listed}.")
 
 
 def imbalance_verdict(d: Mapping) -> tuple[str, bool]:

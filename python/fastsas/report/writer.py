@@ -1,5 +1,6 @@
 """Writing a report: ``report.html`` (:mod:`fastsas.report.page`), ``report.json`` (every
-number of ``audit.to_dict()`` at the top level, plus ``gap_sweep``, ``fastsas_version``,
+number of ``audit.to_dict()`` at the top level, plus ``findings`` (:mod:`fastsas.report.findings`),
+``gap_sweep``, ``fastsas_version``,
 ``definitions_version``, ``input_fingerprint``, ``created`` (UTC, ISO 8601), ``title``,
 ``id_column`` and ``context``; strict JSON: NaN and infinities are written as ``null``) and
 ``report.md`` (:mod:`fastsas.report.markdown`), each written atomically."""
@@ -14,6 +15,7 @@ from fastsas._version import __version__
 from fastsas.definitions import DEFINITIONS_VERSION
 from fastsas.io.atomic import printable, write_atomic
 from fastsas.io.strict_json import dumps
+from fastsas.report.findings import findings
 from fastsas.report.markdown import markdown_report
 from fastsas.report.page import html_report
 from fastsas.report.text import mismatch_rows
@@ -149,6 +151,7 @@ def write_report(
     ['json', 'md']
     """
     d = _audit_dict(audit)
+    d["findings"] = findings(d)  # one list for the three files
     gap = _gap_dict(gap_sweep)
     kinds = parse_formats(formats)
     if not isinstance(title, str):

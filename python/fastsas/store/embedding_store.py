@@ -237,7 +237,8 @@ class EmbeddingStore(MetadataMixin):
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike, dim: int, *, chunk_rows: int = 65536, columns: Any = None,
-               model: str | None = None, notes: str | None = None, overwrite: bool = False) -> "EmbeddingStore":
+               model: str | None = None, notes: str | None = None, overwrite: bool = False,
+               id_column: str | None = None) -> "EmbeddingStore":
         """A new, empty store open for writing (mode "w").
 
         Parameters
@@ -258,6 +259,10 @@ class EmbeddingStore(MetadataMixin):
         overwrite : bool, default False
             Replace an existing store at `path`: only a directory fastsas made a store (it
             has the store's marker), never any other, and only while no writer has it open.
+        id_column : str or None
+            The metadata column that names the unit each row belongs to (a study: the rows
+            of one id share one report), recorded in the manifest (:attr:`id_column`);
+            audits use it by default as their unit of uncertainty and retrieval ground truth.
 
         Returns
         -------
@@ -287,6 +292,11 @@ class EmbeddingStore(MetadataMixin):
         dim = check_int(dim, "dim", meaning="the embedding dimension")
         chunk_rows = check_int(chunk_rows, "chunk_rows")
         schema = _schema_from(columns)
+        if id_column is not None and (not isinstance(id_column, str) or not id_column):
+            raise TypeError(f"id_column must be a metadata column name or None, got {id_column!r}")
+        if id_column is not None and schema is not None and id_column not in schema.names:
+            raise ValueError(f"id_column {id_column!r} is not a column of the schema ({', '.join(schema.names)}); "
+                             "name one of its columns")
         path = Path(path)
         lock_fd = _claim_directory(path, overwrite)  # the lock first: nothing is removed without it
         try:
@@ -308,6 +318,7 @@ class EmbeddingStore(MetadataMixin):
                 "metadata": {"layout": "parts", **(_encode_schema(schema) or {"columns": [], "arrow_schema": None})},
                 "model": model,
                 "notes": notes,
+                "id_column": id_column,
                 "fastsas_version": __version__,
                 "created": _now(),
                 "updated": _now(),
@@ -380,7 +391,8 @@ class EmbeddingStore(MetadataMixin):
     @classmethod
     def build(cls, path: str | os.PathLike, images: Any, texts: Any = None, *, metadata: Any = None,
               chunk_rows: int = 65536, model: str | None = None, notes: str | None = None,
-              overwrite: bool = False, vector_columns: Sequence[str] = DEFAULT_VECTOR_COLUMNS) -> "EmbeddingStore":
+              overwrite: bool = False, vector_columns: Sequence[str] = DEFAULT_VECTOR_COLUMNS,
+              id_column: str | None = None) -> "EmbeddingStore":
         """Write any input :func:`open_source` reads (arrays, a dict, an .npy pair, .npz, Parquet,
         another store) into a new store at `path`, chunk by chunk.
 
@@ -400,6 +412,8 @@ class EmbeddingStore(MetadataMixin):
             Replace an existing store.
         vector_columns : tuple of str
             The embedding columns of a Parquet input.
+        id_column : str or None
+            The id column to record (see :meth:`create`).
 
         Returns
         -------
@@ -421,8 +435,11 @@ class EmbeddingStore(MetadataMixin):
         """
         source = open_source(images, texts, metadata=metadata, vector_columns=vector_columns)
         meta = source.metadata()
+        if id_column is not None and id_column not in meta:
+            raise ValueError(f"id_column {id_column!r} is not a metadata column of the input "
+                             f"(columns: {', '.join(meta) or 'none'})")
         with cls.create(path, source.dim, chunk_rows=chunk_rows, model=model, notes=notes,
-                        overwrite=overwrite) as store:
+                        overwrite=overwrite, id_column=id_column) as store:
             start = 0
             for cx, cy in source.iter_chunks(chunk_rows):
                 stop = start + len(cx)
@@ -465,6 +482,13 @@ class EmbeddingStore(MetadataMixin):
     def notes(self) -> str | None:
         """The notes text given at create() (None if none)."""
         return self._m.get("notes")
+
+    @property
+    def id_column(self) -> str | None:
+        """The metadata column naming each row's unit (e.g. the study id ``fastsas embed``
+        writes), as recorded at create(); None when none was recorded."""
+        name = self._m.get("id_column")
+        return name if isinstance(name, str) and name else None
 
     @property
     def manifest(self) -> dict:

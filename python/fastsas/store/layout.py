@@ -262,7 +262,8 @@ def read_manifest(root: Path) -> dict:
         The manifest: ``format``, ``format_version``, ``n``, ``dim``, ``dtype``,
         ``chunk_rows``, ``chunks_done``, ``complete``, ``arrays``, ``metadata`` (``layout``
         "parts" or "file", ``columns``, ``arrow_schema``), ``model``, ``notes``,
-        ``fastsas_version``, ``created``, ``updated``.
+        ``id_column`` (the column naming each row's unit, or None), ``fastsas_version``,
+        ``created``, ``updated``.
 
     Raises
     ------
@@ -310,6 +311,10 @@ def read_manifest(root: Path) -> dict:
     if not isinstance(meta, dict) or meta.get("layout") not in ("parts", "file"):
         raise StoreError(f"{file}: the metadata entry is missing or unreadable; the manifest is corrupt")
     m.setdefault("complete", False)
+    m.setdefault("id_column", None)  # stores written before the id column was recorded
+    if m["id_column"] is not None and (not isinstance(m["id_column"], str) or not m["id_column"]):
+        raise StoreError(f"{file}: id_column is {m['id_column']!r}, expected a column name or null; the manifest "
+                         "is corrupt")
     return m
 
 
