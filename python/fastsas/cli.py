@@ -167,6 +167,10 @@ def audit(
                                             help="run on a Dask scheduler (tcp://host:8786); needs fastsas[dist]"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1,
                                           help="run on N local Dask worker processes; needs fastsas[dist]"),
+    neighbourhood: Optional[int] = typer.Option(
+        None, "--neighbourhood", metavar="TOPK",
+        help="also the neighbourhood family (mutual/cycle/LCS/edit-distance k-NN, CKNNA) with TOPK neighbours, "
+             "whole archive and per subgroup (in process; costs about twice whole-gallery retrieval)"),
 ) -> None:
     """Audit an archive: SAS both ways with intervals, every metric, retrieval, subgroups,
     drift, suspected mismatches; writes report.html / report.json / report.md."""
@@ -204,11 +208,14 @@ def audit(
             raise UserError("give --scheduler ADDRESS or --workers N, not both")
         if backend == "cuda":
             raise UserError("--backend cuda runs in this process: leave out --scheduler/--workers, or use --backend cpu")
+        if neighbourhood is not None:
+            raise UserError("--neighbourhood runs in this process: leave out --scheduler/--workers, or leave out "
+                            "--neighbourhood")
         from fastsas.dask import audit_source
 
         result = audit_source(source, scheduler=scheduler, workers=workers, **options)
     else:
-        result = fs.audit(source, backend=backend, **options)
+        result = fs.audit(source, backend=backend, neighbourhood=neighbourhood, **options)
     if shown:
         from dataclasses import replace
 

@@ -380,20 +380,10 @@ class Moments:
         if cached is None or cached[0] is not a:
             with self._lock:
                 threads = resolve_threads(self._threads)
-                norm = _core.moments_norm_state(self._core)
                 reasons: dict[str, str] = {}
-                cka_u = float("nan")
-                if self.n < 4:
-                    reasons["cka_unbiased"] = f"it needs at least 4 pairs, these moments hold {self.n}"
-                elif not norm["tracked"]:
-                    reasons["cka_unbiased"] = ("these moments were restored from byte form 1, which does not "
-                                               "carry the fourth-order sums: recompute them from the embeddings")
-                elif not self._fourth_powers_in_range(norm):
-                    reasons["cka_unbiased"] = ("the embeddings' squared norms squared leave the float64 range at "
-                                               "this magnitude: multiply both modalities by a constant that brings "
-                                               "their values near 1 (CKA does not depend on scale)")
-                else:
-                    cka_u = float(_core.linear_cka_unbiased(self._core)["value"])
+                cka_u, reason = self.unbiased_cka()
+                if reason is not None:
+                    reasons["cka_unbiased"] = reason
                 p = _core.procrustes(self._core, threads)
                 values = {"cka_unbiased": cka_u, "procrustes": float(p["distance"]),
                           "procrustes_angular": float(p["angular"]),
@@ -406,6 +396,26 @@ class Moments:
             self._estimates = (a, values, reasons)
             cached = self._estimates
         return cached[1], cached[2]
+
+    def unbiased_cka(self) -> tuple[float, str | None]:
+        """The unbiased linear CKA of these moments and None, or NaN and why it is undefined
+        (fewer than 4 pairs, byte form 1, fourth powers beyond float64): the part of
+        :meth:`estimators` the audit's jackknife evaluates on every leave-one-out state."""
+        norm = _core.moments_norm_state(self._core)
+        if self.n < 4:
+            return float("nan"), f"it needs at least 4 pairs, these moments hold {self.n}"
+        if not norm["tracked"]:
+            return float("nan"), ("these moments were restored from byte form 1, which does not carry the "
+                                  "fourth-order sums: recompute them from the embeddings")
+        if not self._fourth_powers_in_range(norm):
+            return float("nan"), ("the embeddings' squared norms squared leave the float64 range at this "
+                                  "magnitude: multiply both modalities by a constant that brings their values "
+                                  "near 1 (CKA does not depend on scale)")
+        value = float(_core.linear_cka_unbiased(self._core)["value"])
+        if not np.isfinite(value):
+            return float("nan"), ("its value leaves the float64 range at this magnitude: multiply both "
+                                  "modalities by a constant that brings their values near 1")
+        return value, None
 
     def _fourth_powers_in_range(self, norm: dict) -> bool:
         """Whether the fourth-order sums hold the rows' squared norms squared without overflow

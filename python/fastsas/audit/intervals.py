@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from fastsas import _core
+from fastsas.moments import Moments
 
 __all__ = ["JACKKNIFE_METRICS", "RANGES", "interval", "jackknife", "leave_one_out", "merge_all"]
 
@@ -18,7 +19,7 @@ JACKKNIFE_METRICS = ("sas_i2t", "sas_t2i", "sas_imbalance", "cka")
 
 # The range of each bounded statistic: its interval is clipped to it.
 RANGES = {"sas_i2t": (0.0, 1.0), "sas_t2i": (0.0, 1.0), "sas_imbalance": (-1.0, 1.0), "cka": (0.0, 1.0),
-          "sas_companion_i2t": (0.0, 1.0), "sas_companion_t2i": (0.0, 1.0), "recall": (0.0, 1.0)}
+          "cka_unbiased": (-1.0, 1.0), "sas_companion_i2t": (0.0, 1.0), "sas_companion_t2i": (0.0, 1.0), "recall": (0.0, 1.0)}
 
 
 def _scores(moments_core, topq: float, threads: int, eigenvalues: bool = False) -> dict[str, Any]:
@@ -26,6 +27,9 @@ def _scores(moments_core, topq: float, threads: int, eigenvalues: bool = False) 
     i2t = float(_core.sas_from_profile(eigenvalues=a["i2t"]["eigenvalues"], rho=a["i2t"]["rho"], q=topq))
     t2i = float(_core.sas_from_profile(eigenvalues=a["t2i"]["eigenvalues"], rho=a["t2i"]["rho"], q=topq))
     out: dict[str, Any] = {"sas_i2t": i2t, "sas_t2i": t2i, "sas_imbalance": i2t - t2i, "cka": float(a["cka"])}
+    cka_u, undefined = Moments._from_core(moments_core).unbiased_cka()
+    if undefined is None:
+        out["cka_unbiased"] = cka_u
     if eigenvalues:
         out["eigenvalues"] = {k: np.asarray(a[k]["eigenvalues"], dtype=np.float64) for k in ("i2t", "t2i")}
     return out
@@ -194,6 +198,10 @@ def jackknife(blocks: Sequence, topq: float, threads: int, full: dict[str, float
         loo.append(scores)
     out: dict[str, Any] = {"blocks": count, "method": "delete-a-block jackknife", "confidence": 0.95}
     keys = list(JACKKNIFE_METRICS) + [k for k in loo[0] if k not in JACKKNIFE_METRICS and k != "eigenvalues"]
+    # The unbiased CKA gets an interval where it is defined on the archive and on every
+    # leave-one-out state (docs/definitions.md); elsewhere it is left out, never NaN.
+    if "cka_unbiased" in keys and ("cka_unbiased" not in full or not all("cka_unbiased" in s for s in loo)):
+        keys.remove("cka_unbiased")
     for key in keys:
         out[key] = interval(full[key], [s[key] for s in loo], RANGES.get(key))
     imb = out["sas_imbalance"]

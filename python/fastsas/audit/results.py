@@ -83,6 +83,10 @@ class AuditResult:
         Which engine computed ``moments`` and ``retrieval`` ("cpu", "cuda", "dask").
     definitions_version : str
         The version of docs/definitions.md the numbers follow.
+    neighbourhood : dict or None
+        With ``neighbourhood=topk``: the neighbourhood family of the whole archive (``topk``,
+        ``status``, mutual/cycle/LCS/edit-distance k-NN, ``cknna``, ``cknna_biased``); each
+        subgroup's row then has its own ``neighbourhood``. None when not asked for.
 
     Examples
     --------
@@ -115,6 +119,7 @@ class AuditResult:
     drift_trend: dict | None = None
     conditioning: dict = field(default_factory=dict)
     chance: dict = field(default_factory=dict)
+    neighbourhood: dict | None = None
 
     def to_dict(self) -> dict:
         """Every field as plain data (dicts, lists, numbers, strings)."""

@@ -3,6 +3,7 @@ in chunks, then retrieval (with progress in query rows), the passes that read th
 again, and the result."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -11,6 +12,8 @@ from fastsas import _core, _dispatch
 from fastsas._validate import as_pair, check_int, is_source, resolve_threads
 from fastsas.audit.plan import AuditPlan
 from fastsas.audit.results import AuditResult
+from fastsas.neighbourhood import NEIGHBOURHOOD_KEYS
+from fastsas.neighbourhood import neighbourhood as neighbourhood_of
 from fastsas.audit.rows import ArchiveRows
 from fastsas.retrieval import rank_summary
 from fastsas.retrieval import retrieval as retrieval_of
@@ -41,6 +44,7 @@ def audit(
     progress: Any = None,
     max_cell_bytes: int = 2 << 30,
     backend: str = "auto",
+    neighbourhood: int | None = None,
 ) -> AuditResult:
     """Audit paired embeddings: the whole archive, subgroups against the rest, uncertainty
     by units, SAS's conditioning, the chance level, suspected mismatches at a false
@@ -104,6 +108,11 @@ def audit(
         needed (at least 5, else no subgroup interval).
     backend : {"auto", "cpu", "cuda"}, default "auto"
         Where retrieval (the n^2 part) runs; the moments run on the CPU core.
+    neighbourhood : int or None, default None
+        With a `topk`, the neighbourhood family (:func:`fastsas.neighbourhood`: mutual, cycle,
+        LCS and edit-distance k-NN, CKNNA) of the whole archive and of each subgroup with more
+        than `topk` pairs, from exact within-modality neighbours (CPU; as costly as
+        whole-gallery retrieval, twice over). None: not computed.
 
     Returns
     -------
@@ -159,6 +168,10 @@ def audit(
                      chance_repeats=chance_repeats, seed=seed, retrieval=retrieval, ks=ks,
                      max_cell_bytes=max_cell_bytes, unit_name=unit_name)
 
+    neighbourhood_topk = None if neighbourhood is None else check_int(
+        neighbourhood, "neighbourhood", low=1, high=n - 1, meaning="neighbours per row (topk) of the neighbourhood "
+        "family, or None")
+
     state = plan.new_state()
     if source is not None:
         chunks = _counted(source.iter_chunks(chunk_rows), n)
@@ -182,9 +195,39 @@ def audit(
         return _retrieval_with_ranks(np.asarray(x[rows]), np.asarray(y[rows]), image_ids, text_ids, plan.ks,
                                      nthreads, retrieval_backend)
 
-    return plan.finalize(state, retrieve, nthreads, progress,
-                         backend={"moments": "cpu", "retrieval": retrieval_backend}, rows=ArchiveRows(x, y),
-                         chunk_rows=chunk_rows)
+    result = plan.finalize(state, retrieve, nthreads, progress,
+                           backend={"moments": "cpu", "retrieval": retrieval_backend}, rows=ArchiveRows(x, y),
+                           chunk_rows=chunk_rows)
+    if neighbourhood_topk is not None:
+        result = with_neighbourhood(result, x, y, plan, neighbourhood_topk, nthreads, progress)
+    return result
+
+
+def with_neighbourhood(result: AuditResult, x: Any, y: Any, plan: AuditPlan, topk: int, threads: int,
+                       progress: Any = None) -> AuditResult:
+    """`result` with the neighbourhood family of the whole archive (``neighbourhood``) and of
+    each subgroup (its row's ``neighbourhood``; a subgroup of at most `topk` pairs gets a
+    ``status`` saying so instead)."""
+    whole: dict = {}
+    jobs: list[tuple[Any, Any]] = [(None, None)]
+    if plan.group_labels:
+        rows_of = {label: np.flatnonzero(plan.group_codes == code) for code, label in enumerate(plan.group_labels)}
+        jobs += [(g, rows_of[g["group"]]) for g in result.groups]
+    steps = progress(jobs, f"neighbourhood (top {topk}, {len(jobs)} sets)", len(jobs)) if progress else jobs
+    for group, rows in steps:
+        if rows is None:
+            whole = _neighbourhood_row(x, y, topk, threads)
+        elif len(rows) <= topk:
+            group["neighbourhood"] = {"topk": topk, "status": f"too_small: {len(rows)} pairs, the neighbourhood "
+                                      f"family needs more than topk = {topk}"}
+        else:
+            group["neighbourhood"] = _neighbourhood_row(np.asarray(x[rows]), np.asarray(y[rows]), topk, threads)
+    return dataclasses.replace(result, neighbourhood=whole)
+
+
+def _neighbourhood_row(x: Any, y: Any, topk: int, threads: int) -> dict:
+    r = neighbourhood_of(_engine_rows(x), _engine_rows(y), topk, threads=threads)
+    return {"topk": topk, "status": "ok", **{key: float(getattr(r, key)) for key in NEIGHBOURHOOD_KEYS}}
 
 
 def _counted(chunks: Iterable, n: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:

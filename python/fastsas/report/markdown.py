@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 from fastsas.definitions import IMBALANCE_SIGN
 from fastsas.report.findings import chance_of, findings
 from fastsas.report.text import (format_p, format_percent, format_value, imbalance_verdict, interval_of, mismatch_rows,
-                                 mismatch_summary)
+                                 mismatch_summary, neighbourhood_caption, neighbourhood_rows)
 
 __all__ = ["markdown_report"]
 
@@ -88,6 +88,12 @@ def markdown_report(d: Mapping, gap: Mapping | None, meta: Mapping, show_ids: bo
     groups = [g for g in d.get("groups") or [] if isinstance(g, Mapping)]
     if groups:
         lines += ["## Subgroups", ""] + _parts_table(groups, "subgroup")
+    table = neighbourhood_rows(d)
+    if table is not None:
+        headers, rows = table
+        lines += ["## Neighbourhoods", "", _md(neighbourhood_caption(d)), ""]
+        lines += _table(headers, [[_md(c) if isinstance(c, str) else format_value(c) for c in row] for row in rows])
+        lines += [""]
     drift = [g for g in d.get("drift") or [] if isinstance(g, Mapping)]
     if drift:
         lines += ["## Drift", ""] + _parts_table(drift, "period")

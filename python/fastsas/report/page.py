@@ -22,7 +22,7 @@ from fastsas.report.figures import (FIGURE_FRAME, Figures, drift_figure, gap_fig
 from fastsas.report.findings import PAIRING_METRICS, chance_of, findings
 from fastsas.report.text import (MEANINGS, as_finite, format_p, format_percent, format_value, imbalance_verdict,
                                  interval_of, meaning_of, mismatch_rows, mismatch_summary, mismatches_assessed,
-                                 worst_groups)
+                                 neighbourhood_caption, neighbourhood_rows, worst_groups)
 
 __all__ = ["Html", "escape", "html_report"]
 
@@ -337,6 +337,14 @@ def _retrieval(F: Figures, r: _Report) -> list[str]:
     return out
 
 
+def _neighbourhood(F: Figures, r: _Report) -> list[str]:
+    table = neighbourhood_rows(r.d)
+    if table is None:
+        return []
+    return ['<section id="neighbourhood"><h2>Neighbourhoods</h2>', f"<p>{escape(neighbourhood_caption(r.d))}</p>",
+            _table(*table), "</section>"]
+
+
 def _drift(F: Figures, r: _Report) -> list[str]:
     if not r.drift:
         return []
@@ -446,7 +454,7 @@ def _foot(F: Figures, r: _Report) -> list[str]:
 
 
 # The page, in order.
-_SECTIONS = (_head, _findings, _summary, _spectrum, _subgroups, _retrieval, _drift, _gap_sweep, _mismatches, _all_metrics,
+_SECTIONS = (_head, _findings, _summary, _spectrum, _subgroups, _retrieval, _neighbourhood, _drift, _gap_sweep, _mismatches, _all_metrics,
              _provenance, _foot)
 
 

@@ -32,7 +32,48 @@ MEANINGS = {
     "cone_texts": "mean pairwise cosine among texts (cone effect)",
     "matched_cosine": "mean cosine of each image with its own text",
     "rsum": "rSum: the sum over the cutoffs k of R@k in percent, both directions (0 to 600 with k = 1, 5, 10)",
+    "cka_unbiased": "linear CKA with the unbiased HSIC: no small-sample inflation; may be slightly negative near 0",
+    "procrustes": "orthogonal Procrustes distance of the centred embeddings (0 = equal up to a rotation)",
+    "procrustes_angular": "angle between the centred embeddings after the best rotation (radians, 0 to π/2)",
+    "procrustes_angular_whitened": "the same angle after whitening each modality (radians, 0 to π/2)",
+    "mutual_knn": "share of each pair's k nearest images that are also its k nearest texts (0 to 1)",
+    "cycle_knn": "share of pairs that come back to themselves through a text-side then an image-side neighbour",
+    "lcs_knn": "mean longest common subsequence of the two ordered neighbour lists (0 to k)",
+    "edit_distance_knn": "1 − mean edit distance of the two ordered neighbour lists over k (1 = same order)",
+    "cknna": "CKNNA: kernel alignment restricted to shared neighbourhoods (unbiased HSIC)",
+    "cknna_biased": "CKNNA with the biased HSIC (neighbourhoods include the row itself)",
 }
+
+NEIGHBOURHOOD_COLUMNS = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna", "cknna_biased")
+
+
+def neighbourhood_rows(d: Mapping) -> tuple[list[str], list[list[Any]]] | None:
+    """(headers, rows) of the neighbourhood family, the whole archive then each subgroup (a
+    subgroup without values shows its status); None when the audit did not compute it."""
+    whole = d.get("neighbourhood")
+    if not isinstance(whole, Mapping) or not whole:
+        return None
+    headers = ["set", "pairs", *NEIGHBOURHOOD_COLUMNS]
+    rows = [["whole archive", d.get("n"), *[whole.get(k) for k in NEIGHBOURHOOD_COLUMNS]]]
+    for g in d.get("groups") or []:
+        nb = g.get("neighbourhood") if isinstance(g, Mapping) else None
+        if not isinstance(nb, Mapping):
+            continue
+        if nb.get("status") == "ok":
+            rows.append([str(g.get("group")), g.get("n"), *[nb.get(k) for k in NEIGHBOURHOOD_COLUMNS]])
+        else:
+            rows.append([str(g.get("group")), g.get("n"), str(nb.get("status")), *[None] * (len(NEIGHBOURHOOD_COLUMNS) - 1)])
+    return headers, rows
+
+
+def neighbourhood_caption(d: Mapping) -> str:
+    """What the neighbourhood table shows, in words."""
+    topk = (d.get("neighbourhood") or {}).get("topk")
+    return (f"Neighbourhood family with k = {topk} exact cosine neighbours within each modality (self excluded, "
+            "ties by the smaller row index; docs/definitions.md). Values near 0 mean the two modalities "
+            "arrange their items differently; 1 (lcs_knn: k) means the same neighbours in the same order. "
+            "Subgroups are computed among their own rows, so a small subgroup's values are not comparable "
+            "with the whole archive's.")
 
 
 def as_finite(value: Any) -> float | None:
