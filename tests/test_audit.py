@@ -223,10 +223,20 @@ def test_audit_state_byte_form_round_trips_and_refuses_bad_blobs():
         AuditState.from_bytes(blob[:10])
     with pytest.raises(ValueError, match="bad magic"):
         AuditState.from_bytes(b"XXXXXXX" + blob[7:])
-    with pytest.raises(ValueError, match="version 1 .* reads version 2"):
-        AuditState.from_bytes(blob[:7] + bytes([1]) + blob[8:])
-    # A header whose dim disagrees with the states it carries, or no dim at all
+    for version in (1, 2, 4):
+        with pytest.raises(ValueError, match=f"version {version} .* reads version 3"):
+            AuditState.from_bytes(blob[:7] + bytes([version]) + blob[8:])
+    # A header whose dim disagrees with the states it carries, or no dim at all, sealed with
+    # a valid checksum (a faulty writer): the content checks still refuse it
+    from fastsas._byteform import seal
+
+    def resealed(head):
+        return seal(head + blob[len(head):-4])
+
     with pytest.raises(ValueError, match="corrupt: a blocks state of dim 12 .* state of dim 9"):
-        AuditState.from_bytes(blob[:8] + struct.pack("<q", 9) + blob[16:])
+        AuditState.from_bytes(resealed(blob[:8] + struct.pack("<q", 9)))
     with pytest.raises(ValueError, match="corrupt: dim -1"):
-        AuditState.from_bytes(blob[:8] + struct.pack("<q", -1) + blob[16:])
+        AuditState.from_bytes(resealed(blob[:8] + struct.pack("<q", -1)))
+    # unsealed, the same damage is caught by the checksum first
+    with pytest.raises(ValueError, match="damaged: its CRC-32"):
+        AuditState.from_bytes(blob[:8] + struct.pack("<q", 9) + blob[16:])

@@ -382,7 +382,8 @@ def test_unusable_files_are_skipped_and_logged(clip_encoder, archive, tmp_path):
     assert set(reasons) == {"corrupt.png", "truncated.jpg", "nopixels.dcm", "orphan.png", "blank.png"}
     assert reasons["corrupt.png"].startswith("UnidentifiedImageError")
     assert "truncated" in reasons["truncated.jpg"].lower() or "OSError" in reasons["truncated.jpg"]
-    assert reasons["nopixels.dcm"].startswith("DICOM object has no pixel data")
+    assert reasons["nopixels.dcm"] == ("no pixel data: this Secondary Capture Image Storage (1.2.840.10008.5.1.4.1.1.7) "
+                                       "object has no Pixel Data element (nothing to embed)")
     assert reasons["orphan.png"] == "no text with id 'orphan'"
     assert reasons["blank.png"] == "the text of id 'blank' is empty"
     with open(result.skip_log) as f:

@@ -157,8 +157,8 @@ def test_first_byte_form_is_still_read():
     # Updating it further keeps the fourth-order sums unavailable (they would be partial).
     old.update(x[:10], y[:10])
     assert np.isnan(old.estimators()["cka_unbiased"])
-    fields[1] = 3
-    with pytest.raises(ValueError, match="version 3 is not supported .* upgrade"):
+    fields[1] = 4
+    with pytest.raises(ValueError, match="version 4 is not supported .* upgrade"):
         fs.Moments.from_bytes(header.pack(*fields) + body)
 
 

@@ -125,8 +125,8 @@ def test_io_and_store_know_nothing_of_metrics():
     for m in _in("fastsas.io"):
         assert all(_within(n, "fastsas.io", "fastsas._validate", "fastsas.results") for n in _fastsas(m)), (m, _fastsas(m))
     for m in _in("fastsas.store"):
-        assert all(_within(n, "fastsas.io", "fastsas.store", "fastsas._validate", "fastsas._version")
-                   for n in _fastsas(m)), (m, _fastsas(m))
+        assert all(_within(n, "fastsas.io", "fastsas.store", "fastsas._validate", "fastsas._version",
+                           "fastsas._badrows") for n in _fastsas(m)), (m, _fastsas(m))
 
 
 METRIC_MODULES = (["fastsas.metrics", "fastsas.moments", "fastsas.retrieval", "fastsas.mmd", "fastsas.neighbourhood",

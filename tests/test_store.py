@@ -316,7 +316,7 @@ def _damage_manifest_counts(p):
 
 def _damage_manifest_missing(p):
     (p / "manifest.json").unlink()
-    return r"manifest\.json is missing: .* is not a fastsas embedding store"
+    return r"manifest\.json is missing: the embedding store .* is damaged \(it has chunk files"
 
 
 def _damage_zarr_dtype(p):

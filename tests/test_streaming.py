@@ -75,8 +75,8 @@ def test_byte_form_and_pickle_round_trip():
     assert m.to_bytes() == back.to_bytes()
     again = pickle.loads(pickle.dumps(m))
     assert again.alignment() == m.alignment()
-    # compact: upper triangle only, then the flag and fourth-order sums of the second form
-    assert len(data) == 8 * (3 * 48 + 48 * 49 // 2) + 34 + 1 + 8 * (3 + 2 * 48)
+    # compact: upper triangle only, then the flag and fourth-order sums, then a CRC-32
+    assert len(data) == 8 * (3 * 48 + 48 * 49 // 2) + 34 + 1 + 8 * (3 + 2 * 48) + 4
     with pytest.raises(ValueError, match="bad magic"):
         fs.Moments.from_bytes(b"nonsense" * 10)
     with pytest.raises(ValueError, match="truncated"):

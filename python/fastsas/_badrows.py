@@ -14,7 +14,7 @@ import numpy as np
 from fastsas import _core
 
 __all__ = ["BadRowCollector", "BadRows", "NON_FINITE", "SHOWN", "TOO_LARGE", "TOO_LARGE_TO_NORMALISE", "TOO_SMALL",
-           "ZERO_NORM", "bad_rows_error", "listed_rows"]
+           "ZERO_NORM", "bad_rows_error", "listed_rows", "refuse_non_finite_rows"]
 
 NON_FINITE: str = _core.NON_FINITE_ROWS  # "non-finite values (NaN or Inf)"
 ZERO_NORM: str = _core.ZERO_NORM_ROWS  # "zero-norm rows (no direction to normalise)"
@@ -50,15 +50,18 @@ def listed_rows(rows: Iterable[int], total: int) -> str:
     return ", ".join(str(r) for r in shown) + (", ..." if total > len(shown) else "")
 
 
-def bad_rows_error(exc: Any, names: Mapping[str, str], *, offset: int = 0, suffix: str = "") -> ValueError:
+def bad_rows_error(exc: Any, names: Mapping[str, str], *, offset: int = 0, suffix: str = "",
+                   fix: str | None = None) -> ValueError:
     """The ValueError a user sees for a finding (the core's ``BadRowsError`` or a
     :class:`BadRows`): named with the caller's argument names (`names` maps "x"/"y" to
-    them), rows shifted by `offset` (the chunk's first row), `suffix` appended to the rows.
-    The error keeps ``.rows`` (shifted) and ``.input`` (the argument name)."""
+    them), rows shifted by `offset` (the chunk's first row), `suffix` appended to the rows,
+    and `fix` (what to do; by default the metrics' advice for the problem). The error keeps
+    ``.rows`` (shifted) and ``.input`` (the argument name)."""
     name = names.get(getattr(exc, "input", ""), "input")
     rows = [int(r) + offset for r in exc.rows]
     noun = "row" if exc.total == 1 else "rows"
-    fix = _FIXES.get(exc.problem, _ZERO_NORM_FIX)
+    if fix is None:
+        fix = _FIXES.get(exc.problem, _ZERO_NORM_FIX)
     err = ValueError(f"{name} has {exc.problem} in {exc.total} {noun}: {listed_rows(rows, exc.total)}{suffix}; {fix}")
     err.rows = rows  # type: ignore[attr-defined]
     err.input = name  # type: ignore[attr-defined]
@@ -92,3 +95,13 @@ class BadRowCollector:
         for (input, problem), rows, total in zip(self._findings, self._rows, self._total):
             if total:
                 raise bad_rows_error(BadRows(input, problem, rows, total), names, suffix=suffix) from None
+
+
+def refuse_non_finite_rows(values: np.ndarray, name: str, *, problem: str = NON_FINITE, suffix: str = "",
+                           fix: str | None = None) -> None:
+    """Raise :func:`bad_rows_error` for the rows of the 2-D float array `values` that hold a
+    NaN or an infinity (reported as `problem`); nothing when every row is finite."""
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad.size:
+        raise bad_rows_error(BadRows("x", problem, bad[:SHOWN], bad.size), {"x": name}, suffix=suffix,
+                             fix=fix) from None

@@ -114,16 +114,18 @@ def as_embeddings(x: Any, name: str, *, min_rows: int = 2, integers: bool = Fals
 
 
 def computed_dtype(dtype: Any, name: str, array_module: str = "np", *, integers: bool = False) -> np.dtype:
-    """The dtype embeddings of `dtype` are computed in (host and device arrays alike):
-    float32 and float64 as they are, float16 as float32 (converted once); with `integers`
-    (retrieval only: quantised and binary embeddings) also int8 / uint8 / bool as float32,
-    exactly. Anything else is refused with a TypeError naming `name` (`array_module` is the
-    prefix of the fix shown)."""
+    """The dtype embeddings of `dtype` are computed in (host and device arrays alike), the
+    one policy of every input (arrays, files, stores, chunks of a source): float32 and
+    float64 as they are, in native byte order (big-endian '>f4' and '>f8' are converted
+    once), float16 as float32 (converted once); with `integers` (retrieval only: quantised
+    and binary embeddings) also int8 / uint8 / bool as float32, exactly. Anything else is
+    refused with a TypeError naming `name` (`array_module` is the prefix of the fix shown).
+    A pair of two precisions is computed in float64 (:func:`match_pair`)."""
     dtype = np.dtype(dtype)
-    if dtype == np.float16 or (integers and dtype in INTEGER_EMBEDDINGS):
+    if dtype.type == np.float16 or (integers and dtype in INTEGER_EMBEDDINGS):
         return np.dtype(np.float32)
     if dtype.type in _FLOATS:
-        return dtype
+        return dtype.newbyteorder("=")
     kind = {"i": "integer", "u": "unsigned integer", "b": "boolean", "c": "complex", "O": "object"}.get(
         dtype.kind, str(dtype))
     also = " (or int8, uint8 or bool: quantised embeddings)" if integers else ""

@@ -33,11 +33,15 @@ from fastsas.store import open_source
 from fastsas.synthetic import demo_archive
 
 EXIT_USAGE = 2
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, ImportError)
+# Bad input reported as one line: OSError covers a directory where a file is expected, a
+# file that cannot be read or written, a full disk.
+USER_ERRORS = (ValueError, TypeError, OSError, KeyError, ImportError)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Spectral Alignment Score audits of image-text embedding archives.")
-out_console = Console()
+# What fastsas prints holds paths, titles and labels of the user's: never read as rich markup
+# ("[/x]" in an --out path raised after the report was written) or emoji codes.
+out_console = Console(markup=False, emoji=False, highlight=False)
 err_console = Console(stderr=True)
 
 
@@ -631,9 +635,8 @@ def embed(
                            image_id=image_id, frames=frames, dicom_tags=tags, device=device, precision=precision,
                            batch_size=batch_size, workers=workers, chunk_rows=chunk_rows, overwrite=overwrite,
                            progress=Steps(not quiet), overlay=list(overlay) if overlay else None)
-    except (FileExistsError,) + USER_ERRORS as exc:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise UserError(embed_flags(message)) from None
+    except USER_ERRORS as exc:
+        raise UserError(embed_flags(error_text(exc))) from None
     except KeyboardInterrupt:
         err_console.print(f"fastsas: interrupted; the rows embedded so far are kept in {out}: run the same command "
                           "again to resume", highlight=False, markup=False)
@@ -674,8 +677,10 @@ def _print_embed_summary(result) -> None:
     n = len(result.skipped)
     files = "file" if n == 1 else "files"
     where = f" (reasons in {result.skip_log})" if n else ""
-    out_console.print(f"{n or 'no'} {files} skipped{where}; {result.texts_without_images:,} texts have no image",
-                      highlight=False)
+    others = result.files_not_images
+    ignored = f"; {others:,} {'file was' if others == 1 else 'files were'} not images (ignored)" if others else ""
+    out_console.print(f"{n or 'no'} {files} skipped{where}; {result.texts_without_images:,} texts have no "
+                      f"image{ignored}")
 
 
 def _is_usage_error(exc: BaseException) -> bool:
@@ -684,8 +689,31 @@ def _is_usage_error(exc: BaseException) -> bool:
     return getattr(exc, "exit_code", None) == EXIT_USAGE and hasattr(exc, "format_message")
 
 
+def error_text(exc: BaseException) -> str:
+    """The one-line message of a user error: a KeyError's message without its quotes, an
+    OSError as "file: reason"."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ImportError):
+        where = ": ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{where}: {exc.strerror}" if where else exc.strerror
+    return str(exc)
+
+
+def _printable_streams() -> None:
+    """Lone surrogates (file names that are not UTF-8, labels built from them) are printed
+    as backslash escapes instead of failing the print."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # pragma: no cover - a stream that cannot be reconfigured
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad usage or input)."""
+    _printable_streams()
     if argv is None:
         argv = sys.argv[1:]
     if not argv:
@@ -700,8 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"fastsas: error: {exc}", highlight=False, soft_wrap=True, markup=False)
         return EXIT_USAGE
     except USER_ERRORS as exc:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        err_console.print(f"fastsas: error: {' '.join(message.split())}", highlight=False, soft_wrap=True,
+        err_console.print(f"fastsas: error: {' '.join(error_text(exc).split())}", highlight=False, soft_wrap=True,
                           markup=False)
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - only usage errors are ours to report; others re-raise

@@ -10,6 +10,7 @@ import numpy as np
 
 from fastsas import _core, _dispatch
 from fastsas._badrows import bad_rows_error
+from fastsas._byteform import CHECKSUM_BYTES, check_finite, corrupt, seal, unseal
 from fastsas._validate import as_pair, check_int, check_topq, resolve_threads
 
 __all__ = ["ALIGNMENT_KEYS", "DEFAULT_QS", "Moments", "SpectralProfile"]
@@ -90,12 +91,47 @@ class SpectralProfile:
 
 
 _MAGIC = b"FSASMOM"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3  # 3: version 2 sealed with a CRC-32 (fastsas._byteform)
+_UNSEALED_VERSIONS = (1, 2)  # written before forms were sealed: still read, their content checked
 _HEADER = struct.Struct("<7sBqqBBd")  # magic, version, dim, count, has_pilot, tracks, cosine sum
-# Version 2 appends a flag byte (the fourth-order sums are tracked) and, always, those sums:
-# [sum a^2, sum a b, sum b^2] then the 2 dim x 2 matrix [sum a z, sum b z] by columns.
-# Version 1 is still read; its moments do not track the fourth-order sums.
+# Versions 2 and 3 append a flag byte (the fourth-order sums are tracked) and, always, those
+# sums: [sum a^2, sum a b, sum b^2] then the 2 dim x 2 matrix [sum a z, sum b z] by columns.
+# Version 1 does not carry them; its moments do not track the fourth-order sums.
 _NORM_FLAG = struct.Struct("<B")
+# Rounding slack of the count checks below: a cosine sum or a norm of a sum of unit rows
+# exceeds its count only by accumulated rounding.
+_COUNT_SLACK = 1e-6
+
+
+def _check_state(what: str, count: int, has_pilot: bool, tracks: bool, cos_sum: float, pilot: np.ndarray,
+                 shifted_sum: np.ndarray, unit_sum: np.ndarray, upper: np.ndarray, dim: int,
+                 further: np.ndarray) -> None:
+    """Refuse a decoded state that no rows could give: values not finite (`further`: the
+    accumulators after the scatter, whatever they are), sums without rows, rows without a
+    pilot, cosine sums or unit-row sums larger than the count, a negative sum of squares."""
+    for field, values in (("the pilot mean", pilot), ("the shifted sum", shifted_sum), ("the unit-row sum", unit_sum),
+                          ("the scatter", upper), ("the matched cosine sum", np.array([cos_sum])),
+                          ("the sums after the scatter", further)):
+        check_finite(values, what, field)
+    if count == 0:
+        if np.any(shifted_sum) or np.any(unit_sum) or np.any(upper) or np.any(further) or cos_sum:
+            raise corrupt(what, "it has no rows (n = 0) but non-zero sums")
+        return
+    if not has_pilot:
+        raise corrupt(what, f"it has {count} rows but no pilot mean")
+    limit = count * (1.0 + _COUNT_SLACK)
+    if tracks:
+        norms = [float(np.linalg.norm(unit_sum[:dim])), float(np.linalg.norm(unit_sum[dim:]))]
+        if abs(cos_sum) > limit or max(norms) > limit:
+            raise corrupt(what, f"its matched cosine sum {cos_sum:.6g} or unit-row sums (norms {norms[0]:.6g}, "
+                                f"{norms[1]:.6g}) exceed its {count} rows (a cosine is at most 1)")
+    elif np.any(unit_sum) or cos_sum:
+        raise corrupt(what, "it does not track unit rows but has unit-row sums")
+    d2 = 2 * dim
+    diagonal = upper[np.cumsum(np.arange(d2, 0, -1)) - np.arange(d2, 0, -1)]  # (i, i) of the packed upper triangle
+    scale = float(np.max(np.abs(diagonal))) if diagonal.size else 0.0
+    if diagonal.size and float(np.min(diagonal)) < -_COUNT_SLACK * scale:
+        raise corrupt(what, f"its scatter has a negative sum of squares ({float(np.min(diagonal)):.6g})")
 
 
 class Moments:
@@ -424,7 +460,9 @@ class Moments:
 
     # -- byte form ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Compact versioned byte form (little-endian float64, upper triangle only)."""
+        """Compact versioned byte form (version 3): a header, the state as little-endian
+        float64 (upper triangle of the scatter only, then the fourth-order sums), and a CRC-32
+        of all of it (fastsas._byteform)."""
         s = self._core.state()
         d2 = 2 * self.dim
         upper = np.asarray(s["shifted_scatter"])[np.triu_indices(d2)]
@@ -433,35 +471,43 @@ class Moments:
         norm = _core.moments_norm_state(self._core)
         body = np.concatenate([s["pilot"], s["shifted_sum"], s["unit_sum"], upper, norm["products"],
                                np.asarray(norm["weighted"]).ravel(order="F")]).astype("<f8")
-        return header + _NORM_FLAG.pack(int(norm["tracked"])) + body.tobytes()
+        return seal(header + _NORM_FLAG.pack(int(norm["tracked"])) + body.tobytes())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Moments":
-        """The Moments of a byte form written by :meth:`to_bytes`; ValueError names what is
-        wrong with a truncated, padded or foreign blob."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < _HEADER.size or data[:7] != _MAGIC:
-            raise ValueError("data is not a fastsas Moments byte form (bad magic)")
-        magic, version, dim, count, has_pilot, tracks, cos_sum = _HEADER.unpack_from(data)
-        if version not in (1, _FORMAT_VERSION):
-            raise ValueError(f"Moments byte form version {version} is not supported (this fastsas reads 1 and "
-                             f"{_FORMAT_VERSION}); it was written by a newer fastsas: upgrade to read it")
+        """The Moments of a byte form written by :meth:`to_bytes`. ValueError names what is
+        wrong with a foreign, other-version, truncated, padded or damaged blob (the checksum
+        is verified first), or with a state no rows could give (negative or inconsistent
+        counts, NaN or infinite sums). Forms of versions 1 and 2, written before forms were
+        sealed, are still read, with the same checks of what they decode to."""
+        what = "Moments byte form"
+        framed = unseal(data, _MAGIC, _FORMAT_VERSION, what, _UNSEALED_VERSIONS)
+        if len(framed) < _HEADER.size:
+            raise ValueError(f"{what} is truncated: {len(framed)} bytes, shorter than its {_HEADER.size}-byte header")
+        _, version, dim, count, has_pilot, tracks, cos_sum = _HEADER.unpack_from(framed)
+        if dim < 1 or count < 0 or has_pilot > 1 or tracks > 1:
+            raise corrupt(what, f"its header says dim {dim}, n {count}, has_pilot {has_pilot}, unit rows {tracks}")
         d2 = 2 * dim
         triangle = d2 * (d2 + 1) // 2
         start = _HEADER.size + (_NORM_FLAG.size if version >= 2 else 0)
         expected = start + 8 * (3 * d2 + triangle + (3 + 2 * d2 if version >= 2 else 0))
-        if len(data) != expected:
-            raise ValueError(f"Moments byte form is truncated or padded: {len(data)} bytes, expected {expected}")
-        body = np.frombuffer(data, dtype="<f8", offset=start).astype(np.float64)
+        sealed = CHECKSUM_BYTES if version == _FORMAT_VERSION else 0
+        if len(framed) != expected:
+            raise ValueError(f"{what} is truncated or padded: {len(framed) + sealed} bytes, expected "
+                             f"{expected + sealed} for dim {dim}")
+        norm_tracked = version >= 2 and _NORM_FLAG.unpack_from(framed, _HEADER.size)[0]
+        if norm_tracked > 1:
+            raise corrupt(what, f"its fourth-order flag is {norm_tracked}")
+        body = np.frombuffer(framed, dtype="<f8", offset=start).astype(np.float64)
         pilot, shifted_sum, unit_sum = body[:d2], body[d2:2 * d2], body[2 * d2:3 * d2]
+        _check_state(what, count, bool(has_pilot), bool(tracks), cos_sum, pilot, shifted_sum, unit_sum,
+                     body[3 * d2:3 * d2 + triangle], dim, body[3 * d2 + triangle:])
         scatter = np.zeros((d2, d2))
         scatter[np.triu_indices(d2)] = body[3 * d2:3 * d2 + triangle]
         m = cls(dim, track_unit_rows=bool(tracks))
         m._core.restore(count=count, has_pilot=bool(has_pilot), pilot=pilot, shifted_sum=shifted_sum,
                         shifted_scatter=np.asfortranarray(scatter), unit_sum=unit_sum, matched_cosine_sum=cos_sum)
-        if version >= 2 and _NORM_FLAG.unpack_from(data, _HEADER.size)[0]:
+        if norm_tracked:
             norm = body[3 * d2 + triangle:]
             _core.moments_restore_norm(m._core, norm[:3], np.asfortranarray(norm[3:].reshape(d2, 2, order="F")))
         return m

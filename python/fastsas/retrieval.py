@@ -64,7 +64,7 @@ def ground_truth_codes(image_ids: Any, text_ids: Any, n_images: int,
         When only one side has ids, the counts differ without ids, an id is NaN, or no
         image id equals any text id.
     TypeError
-        When an id is not hashable.
+        When an id is not hashable, or one side holds numbers and the other strings.
 
     Examples
     --------

@@ -11,7 +11,7 @@
 
 namespace fastsas {
 
-inline constexpr const char* kDefinitionsVersion = "fastsas-metrics/8";
+inline constexpr const char* kDefinitionsVersion = "fastsas-metrics/9";
 
 // Canonical pairs SVCCA averages (capped at min(dim, count - 1)).
 inline constexpr Index kSvccaDims = 10;

@@ -7,6 +7,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from fastsas._validate import computed_dtype
+
 __all__ = ["ArchiveRows"]
 
 
@@ -33,7 +35,12 @@ class ArchiveRows:
 
     def __init__(self, images: Any, texts: Any, materialise: Callable[[Any], np.ndarray] | None = None):
         self._x, self._y = images, texts
-        self._get = materialise or np.asarray
+        # The one dtype policy of every input, as in the pass: big-endian to native order,
+        # float16 as float32, two precisions in float64.
+        one = [computed_dtype(a.dtype, name) for a, name in ((images, "images"), (texts, "texts"))]
+        self.dtype = one[0] if one[0] == one[1] else np.dtype(np.float64)
+        get = materialise or np.asarray
+        self._get = lambda a: np.asarray(get(a)).astype(self.dtype, copy=False)
         self.n = int(images.shape[0])
         self.dim = int(images.shape[1])
 

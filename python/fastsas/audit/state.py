@@ -11,12 +11,14 @@ import numpy as np
 
 from fastsas import _core
 from fastsas._badrows import bad_rows_error
+from fastsas._byteform import corrupt, seal, unseal
+from fastsas._validate import as_pair
 from fastsas.moments import Moments
 
 __all__ = ["AuditState"]
 
 _STATE_MAGIC = b"FSASAUD"
-_STATE_VERSION = 2  # 2: the "unit" part (moments of the unit rows) and period cells
+_STATE_VERSION = 3  # 2: the "unit" part (moments of the unit rows) and period cells; 3: sealed with a CRC-32
 _STATE_HEADER = struct.Struct("<7sBqq")  # magic, version, dim, number of parts
 _PARTS = ("blocks", "cells", "periods", "unit")
 
@@ -69,6 +71,9 @@ class AuditState:
         them as rows of the whole archive (`offset`: the chunk's first row)."""
         if self._lists is not None:
             raise RuntimeError("accumulate() after merge(): accumulate into a new state and merge it")
+        # The one dtype policy of every input (fastsas._validate.computed_dtype): chunks of a
+        # float16, big-endian or mixed-precision source are converted as in-memory arrays are.
+        x, y = as_pair(x, y, min_rows=0)
         try:
             for part, groups in self._groups.items():
                 if part == "unit":  # last: every row has passed the other parts' checks
@@ -105,7 +110,8 @@ class AuditState:
         return self
 
     def to_bytes(self) -> bytes:
-        """The compact versioned byte form (header, then each accumulator's Moments byte form)."""
+        """The compact versioned byte form: header, each accumulator's Moments byte form,
+        and a CRC-32 of all of it (fastsas._byteform)."""
         out = [_STATE_HEADER.pack(_STATE_MAGIC, _STATE_VERSION, self.dim, len(_PARTS))]
         for part in _PARTS:
             states = self.states(part)
@@ -114,58 +120,67 @@ class AuditState:
                 body = Moments._from_core(s).to_bytes() if s.count else b""
                 out.append(struct.pack("<q", len(body)))
                 out.append(body)
-        return b"".join(out)
+        return seal(b"".join(out))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "AuditState":
-        """The state of a byte form written by :meth:`to_bytes`; ValueError says what is wrong with a truncated or foreign blob."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        data = memoryview(data).cast("B")
-        if bytes(data[:7]) != _STATE_MAGIC[:len(data)] or not len(data):
-            raise ValueError("data is not a fastsas audit state byte form (bad magic)")
+        """The state of a byte form written by :meth:`to_bytes`. ValueError says what is
+        wrong with a foreign, other-version, truncated or damaged blob (the checksum is
+        verified first), or with a state no rows could give (counts of the parts that
+        disagree; each accumulator is checked as :meth:`Moments.from_bytes` checks it)."""
+        what = "audit state byte form"
+        data = unseal(data, _STATE_MAGIC, _STATE_VERSION, what)
         if len(data) < _STATE_HEADER.size:
-            raise ValueError(f"audit state byte form is truncated: {len(data)} bytes, shorter than its "
+            raise ValueError(f"{what} is truncated: {len(data)} bytes, shorter than its "
                              f"{_STATE_HEADER.size}-byte header")
-        _, version, dim, parts = _STATE_HEADER.unpack_from(data)
-        if version != _STATE_VERSION or parts != len(_PARTS):
-            raise ValueError(f"audit state byte form version {version} with {parts} parts is not supported "
-                             f"(this fastsas reads version {_STATE_VERSION})")
+        _, _, dim, parts = _STATE_HEADER.unpack_from(data)
+        if parts != len(_PARTS):
+            raise corrupt(what, f"its header has {parts} parts, this version has {len(_PARTS)}")
         if dim < 1:
-            raise ValueError(f"audit state byte form is corrupt: dim {dim} in its header")
+            raise corrupt(what, f"dim {dim} in its header")
         pos = _STATE_HEADER.size
         lists: dict[str, list] = {}
 
         def read_q() -> int:
             nonlocal pos
             if pos + 8 > len(data):
-                raise ValueError("audit state byte form is truncated")
+                raise corrupt(what, "it ends inside an accumulator's length")
             (value,) = struct.unpack_from("<q", data, pos)
             pos += 8
             return value
 
         for part in _PARTS:
             states = []
-            for _ in range(read_q()):
+            count = read_q()
+            if count < 0 or count > (len(data) - pos) // 8:
+                raise corrupt(what, f"{count} {part} accumulators in a form of {len(data)} bytes")
+            for _ in range(count):
                 size = read_q()
                 if size < 0 or pos + size > len(data):
-                    raise ValueError("audit state byte form is truncated")
+                    raise corrupt(what, f"a {part} accumulator of {size} bytes runs past its end")
                 if size:
                     m = Moments.from_bytes(data[pos:pos + size])
                     if m.dim != dim or not m.tracks_unit_rows:
-                        raise ValueError(f"audit state byte form is corrupt: a {part} state of dim {m.dim} "
-                                         f"(unit rows tracked: {m.tracks_unit_rows}) in a state of dim {dim}")
+                        raise corrupt(what, f"a {part} state of dim {m.dim} (unit rows tracked: "
+                                            f"{m.tracks_unit_rows}) in a state of dim {dim}")
+                    if m.n == 0:
+                        raise corrupt(what, f"an empty {part} accumulator stored with a body")
                     states.append(m._core)
                 else:
                     states.append(_core.Moments(dim, track_unit_rows=True))
                 pos += size
             lists[part] = states
         if pos != len(data):
-            raise ValueError(f"audit state byte form has {len(data) - pos} trailing bytes")
+            raise corrupt(what, f"{len(data) - pos} bytes after its last accumulator")
+        rows = {part: int(sum(s.count for s in states)) for part, states in lists.items()}
+        for part in ("cells", "periods"):  # every row lands in exactly one block, one cell and one period
+            if lists[part] and rows[part] != rows["blocks"]:
+                raise corrupt(what, f"its {part} hold {rows[part]} rows but its jackknife blocks hold "
+                                    f"{rows['blocks']}")
         out = cls(dim, {})
         out._sizes = {k: len(v) for k, v in lists.items()}
         out._lists = lists
-        out._rows = int(sum(s.count for s in lists["blocks"]))
+        out._rows = rows["blocks"]
         return out
 
     def __reduce__(self):

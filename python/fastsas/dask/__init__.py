@@ -9,7 +9,7 @@ client connected to ``scheduler`` (an address, closed afterwards), on the defaul
 if one exists, and otherwise on Dask's local threaded scheduler.
 
 - Moments: each row block becomes a ``fastsas.Moments`` on a worker, shipped back in its
-  byte form (``Moments.to_bytes``: 8 (3 * 2d + 2d (2d + 1) / 2) bytes plus a 34-byte header)
+  byte form (``Moments.to_bytes``: 8 (3 * 2d + 2d (2d + 1) / 2) bytes, a 34-byte header, a CRC-32)
   and tree-merged (``split_every`` states per merge) into the same object ``fs.Moments``
   gives; another merge order changes the numbers only by rounding.
 - Retrieval: the image (query) side is sharded by row blocks, and each query block streams

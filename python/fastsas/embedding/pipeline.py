@@ -18,14 +18,32 @@ retried on every run (they may have been fixed) and listed again if they still f
 
 Skip log. An unreadable or unusable file never stops the job: it is listed with the
 reason in ``skipped.csv`` (file, id, reason) in the store directory, rewritten at the end
-of every run (also an interrupted one).
+of every run (also an interrupted one). That holds for decoders that raise something that
+is not an ``Exception`` (a Rust panic) and for decoders that kill the worker process
+decoding the file (a segfault, an abort): each worker says which file it is decoding, so
+when one dies the files it and the others had in hand are decoded again one by one, each
+in a process of its own; the file that kills its process is skipped with that reason, and
+the run goes on from the first file not yet embedded, in the same order. (With workers=0
+the files are decoded in this process, which a crashing decoder takes down: the default
+uses worker processes.)
+
+Workers die with their parent: each asks the kernel to kill it when the process that
+started it dies (Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``), and exits at once if that
+process is already gone, so a killed ``fastsas embed`` leaves no decoding workers behind.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
+import functools
 import io
 import json
+import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -35,7 +53,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from fastsas._validate import check_int
-from fastsas.embedding.dicom import DEFAULT_TAGS, NoPixelDataError, read_dicom
+from fastsas.embedding.dicom import DEFAULT_TAGS, DicomReadError, read_dicom
 from fastsas.embedding.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, image_kind, read_image
 from fastsas.embedding.models import Encoder, load_model
 from fastsas.embedding.overlay import Overlay, parse_overlays, render_overlays
@@ -94,6 +112,9 @@ class EmbedResult:
         This run's model work (0 for a finished store run again).
     files_total, files_done_before : int
         Image files in the archive, and those already embedded before this run.
+    files_not_images : int
+        Files in the images folder that are neither images nor DICOM (ignored; hidden
+        files are not counted).
     skipped : tuple of Skipped
         Files that could not be used.
     skip_log : Path
@@ -122,6 +143,7 @@ class EmbedResult:
     texts_embedded: int
     files_total: int
     files_done_before: int
+    files_not_images: int
     skipped: tuple[Skipped, ...]
     skip_log: Path
     texts_without_images: int
@@ -253,21 +275,48 @@ def list_images(images: str | os.PathLike, image_id: str = "stem",
 # -- decoding in DataLoader workers ------------------------------------------------------------------
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, NoPixelDataError):
-        return text
+    if isinstance(exc, DicomReadError):  # already the reason, in words
+        return text[:400]
     return f"{type(exc).__name__}: {text}"[:300]
+
+
+_INTERRUPTS = (KeyboardInterrupt, SystemExit, GeneratorExit)
+_PR_SET_PDEATHSIG = 1
+_ALONE_TIMEOUT = 300  # seconds a file suspected of killing its worker may take to decode on its own
+
+
+def _die_with_parent(parent_pid: int, worker_id: int | None = None) -> None:
+    """worker_init_fn of the decoding workers: killed by the kernel when their parent dies
+    (Linux), and gone at once if it died before this ran."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def _worker_slot() -> int | None:
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    return None if info is None else info.id
 
 
 class ImageDataset:
     """One file per item: decoded, preprocessed for the model, and described; a file that
-    fails is returned as its error (the main process logs it) rather than raised."""
+    fails is returned as its error (the main process logs it) rather than raised. With
+    `in_flight` (a shared array, one slot per worker), each worker records the item it is
+    decoding, so the main process knows the file a dead worker had in hand."""
 
     def __init__(self, items: Sequence[ImageItem], preprocess: Callable, frames: str, tags: Sequence[str],
-                 image_id: str, overlays: Sequence[Overlay] = ()):
+                 image_id: str, overlays: Sequence[Overlay] = (), in_flight: Any = None):
         self.items, self.preprocess, self.frames = list(items), preprocess, frames
         self.overlays = tuple(overlays)
         self.tags = tuple(tags)
         self.header_key = image_id[6:] if image_id.startswith("dicom:") else None
+        self.in_flight = in_flight
 
     def __len__(self) -> int:
         return len(self.items)
@@ -286,12 +335,24 @@ class ImageDataset:
         return read_image(item.path, self.frames), {t: "" for t in self.tags}, item.id
 
     def __getitem__(self, i: int) -> dict:
+        slot = _worker_slot() if self.in_flight is not None else None
+        if slot is not None:
+            self.in_flight[slot] = i
+        try:
+            return self.record(i)
+        finally:
+            if slot is not None:
+                self.in_flight[slot] = -1
+
+    def record(self, i: int) -> dict:
         item = self.items[i]
         try:
             frames, tags, ident = self.decode(item)
             frames = [render_overlays(f, self.overlays) for f in frames]
             inputs = self.preprocess(frames)
-        except Exception as exc:  # noqa: BLE001 - any failure of one file is logged, never fatal
+        except _INTERRUPTS:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any failure of one file (a decoder's panic too) is logged
             return {"index": i, "error": _reason(exc), "id": item.id or ""}
         return {"index": i, "inputs": inputs, "frames": len(frames), "tags": tags, "id": ident}
 
@@ -307,7 +368,115 @@ def _loader(dataset: ImageDataset, files_per_batch: int, workers: int):
     # so a deeper prefetch multiplies the memory of large multi-frame DICOMs.
     return DataLoader(dataset, batch_size=files_per_batch, shuffle=False, num_workers=workers,
                       collate_fn=_collate, prefetch_factor=2 if workers else None,
-                      persistent_workers=False)
+                      persistent_workers=False,
+                      worker_init_fn=functools.partial(_die_with_parent, os.getpid()) if workers else None)
+
+
+@contextlib.contextmanager
+def _worker_deaths_reported_by_the_loader():
+    """While the loader is read: torch's SIGCHLD handler raises a dead worker's error
+    wherever this process happens to be (inside the model, inside a store append, leaving
+    half a batch buffered); without it the loader raises that error from its own next(),
+    within a few seconds, where the run can recover. The handler is put back afterwards."""
+    previous = None
+    if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGCHLD, previous)
+
+
+def _worker_died(exc: BaseException) -> bool:
+    """Whether a DataLoader error says one of its worker processes died (torch's wording)."""
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+
+
+def _decode_alone(dataset: ImageDataset, i: int) -> str | None:
+    """Decode item i in a process of its own: None when that process survives, else the
+    reason it died (the file is then skipped)."""
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    child = context.Process(target=_decode_in_child, args=(dataset, i, os.getpid()), daemon=True)
+    child.start()
+    child.join(_ALONE_TIMEOUT)
+    if child.exitcode is None:  # hung: as good as dead for an archive
+        child.kill()
+        child.join()
+        return (f"decoding it did not finish within {_ALONE_TIMEOUT} s in a process of its own (after a decoding "
+                "worker died with it in hand); fix or remove the file (it is skipped)")
+    if child.exitcode == 0:
+        return None
+    if child.exitcode is not None and child.exitcode < 0:
+        try:
+            how = f"signal {signal.Signals(-child.exitcode).name}"
+        except ValueError:
+            how = f"signal {-child.exitcode}"
+    else:
+        how = f"exit code {child.exitcode}"
+    return (f"decoding it killed the decoding process ({how}): the file is corrupt, or a decoder has a bug it "
+            "trips; fix or remove the file (it is skipped)")
+
+
+def _decode_in_child(dataset: ImageDataset, i: int, parent_pid: int) -> None:
+    import torch
+
+    _die_with_parent(parent_pid)
+    torch.set_num_threads(1)  # as in a DataLoader worker: one thread after the fork
+    dataset.record(i)
+
+
+class _DecodeSupervisor:
+    """Runs the DataLoader over the files still to do, and outlives its workers: when a worker
+    dies, the files the workers had in hand are decoded again one by one in processes of
+    their own; one that kills its process is skipped with that reason, and a new loader goes
+    on from the first file not yet delivered, in the same order (so the rows are those of a
+    run that never crashed)."""
+
+    _MAX_UNEXPLAINED = 3  # deaths with no file to blame before the error is raised
+
+    def __init__(self, items: list[ImageItem], make_dataset: Callable, files_per_batch: int, workers: int,
+                 skip: Callable[[ImageItem, str], None]):
+        self.items, self.make_dataset, self.files_per_batch, self.workers = items, make_dataset, files_per_batch, workers
+        self.skip = skip
+        self.deaths = 0
+
+    def __iter__(self):
+        remaining = list(self.items)
+        suspects: set[str] = set()
+        unexplained = 0
+        while remaining:
+            in_flight = multiprocessing.Array("q", [-1] * self.workers, lock=False) if self.workers else None
+            dataset = self.make_dataset(remaining, in_flight)
+            delivered = 0
+            try:
+                iterator = iter(_loader(dataset, self.files_per_batch, self.workers))
+                with _worker_deaths_reported_by_the_loader():
+                    for records in iterator:
+                        delivered += len(records)
+                        yield [{**r, "item": remaining[r["index"]]} for r in records]
+                return
+            except RuntimeError as exc:
+                if not self.workers or not _worker_died(exc):
+                    raise
+                self.deaths += 1
+                held = sorted({int(i) for i in in_flight if int(i) >= delivered})
+                crashed = []
+                for i in held:
+                    item = remaining[i]
+                    reason = _decode_alone(dataset, i)
+                    if reason is None and item.key in suspects:
+                        reason = ("a decoding worker died twice while it had this file in hand (its decoding "
+                                  "survives on its own, so the cause may be memory); it is skipped")
+                    if reason is not None:
+                        crashed.append(i)
+                        self.skip(item, reason)
+                    suspects.add(item.key)
+                if not held:
+                    unexplained += 1
+                    if unexplained >= self._MAX_UNEXPLAINED:
+                        raise
+                remaining = [it for k, it in enumerate(remaining) if k >= delivered and k not in crashed]
 
 
 # -- the store: options, resumption -------------------------------------------------------------------
@@ -395,7 +564,7 @@ def _write_skip_log(path: Path, skipped: Iterable[Skipped]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["file", "id", "reason"])
-    for s in skipped:
+    for s in sorted(skipped, key=lambda s: s.file):  # in file order, however the run found them
         writer.writerow([s.file, s.id, s.reason])
     write_atomic(path, buf.getvalue())
 
@@ -454,9 +623,13 @@ class _Run:
         self.rows_embedded = 0
         self.used_ids: set[str] = set()
 
+    def skip(self, item: ImageItem, reason: str) -> None:
+        """Log a file that could not be decoded at all (its decoding process died)."""
+        self.skipped.append(Skipped(item.key, item.id or "", reason))
+
     def _rows_of(self, rec: dict) -> tuple[dict[str, np.ndarray], list[int]] | None:
         """The record's inputs and frame numbers still to embed, or None (skipped or done)."""
-        item = self.items[rec["index"]]
+        item = rec["item"]
         if "error" in rec:
             self.skipped.append(Skipped(item.key, rec["id"], rec["error"]))
             return None
@@ -480,7 +653,7 @@ class _Run:
                 continue
             inputs, frames = got
             parts.append(inputs)
-            item = self.items[rec["index"]]
+            item = rec["item"]
             meta[self.id_column] += [rec["id"]] * len(frames)
             meta[IMAGE_COLUMN] += [item.key] * len(frames)
             meta[FRAME_COLUMN] += frames
@@ -599,7 +772,7 @@ def embed(model: Any, images: str | os.PathLike, texts: str | os.PathLike, out: 
     workers = _default_workers() if workers is None else check_int(workers, "workers", low=0, allow_none=True,
                                                                    meaning="decoding worker processes")
     text_map, id_name = read_texts(texts, id_column, text_column)
-    items, _ = list_images(images, image_id, id_column)
+    items, not_images = list_images(images, image_id, id_column)
     tags = tuple(dicom_tags) if any(it.kind == "dicom" for it in items) else ()
     for t in tags:
         if not str(t).isidentifier():
@@ -613,8 +786,10 @@ def embed(model: Any, images: str | os.PathLike, texts: str | os.PathLike, out: 
     todo = _todo(items, done, last_done, frames)
     text_embeddings = TextEmbeddings(encoder, text_map, batch_size)
     run = _Run(store, encoder, text_embeddings, todo, done, id_name, tags, batch_size)
-    dataset = ImageDataset(todo, encoder.preprocess, frames, tags, image_id, overlays)
-    batches = _loader(dataset, batch_size, workers) if todo else []
+    batches = _DecodeSupervisor(
+        todo, lambda files, in_flight: ImageDataset(files, encoder.preprocess, frames, tags, image_id,
+                                                      overlays, in_flight),
+        batch_size, workers, run.skip) if todo else []
     if progress is not None and todo:
         batches = progress(batches, f"embedding {len(todo):,} files", -(-len(todo) // batch_size))
     try:
@@ -632,7 +807,8 @@ def embed(model: Any, images: str | os.PathLike, texts: str | os.PathLike, out: 
     return EmbedResult(
         store=out, model=str(getattr(encoder, "model_dir", "")), family=encoder.family.name, dim=encoder.dim,
         rows=store.n, rows_embedded=run.rows_embedded, texts_embedded=text_embeddings.embedded,
-        files_total=len(items), files_done_before=len(done_files), skipped=tuple(run.skipped),
+        files_total=len(items), files_done_before=len(done_files), files_not_images=not_images,
+        skipped=tuple(sorted(run.skipped, key=lambda s: s.file)),
         skip_log=out / SKIP_LOG,
         texts_without_images=_texts_without_images(text_map, store, id_name),
         seconds=time.perf_counter() - start, resumed=resumed, device=encoder.device)

@@ -19,7 +19,7 @@ This package knows nothing of metrics: it reads and writes data.
 >>> [len(x) for x, _ in source.iter_chunks(4)]
 [4, 2]
 """
-from fastsas.io.atomic import PARTIAL_SUFFIX, fsync_dir, write_atomic, write_json
+from fastsas.io.atomic import PARTIAL_SUFFIX, fsync_dir, printable, write_atomic, write_json
 from fastsas.io.errors import ColumnNotFoundError, StoreError
 from fastsas.io.fingerprint import fingerprint_arrays
 from fastsas.io.npy import NpyPairSource, iter_npy_chunks, iter_npy_pairs, npy_header, read_npy_header
@@ -28,5 +28,5 @@ from fastsas.io.sources import (DEFAULT_VECTOR_COLUMNS, ArrayPairSource, NpyPair
 
 __all__ = ["ArrayPairSource", "ColumnNotFoundError", "DEFAULT_VECTOR_COLUMNS", "NpyPair", "NpyPairSource",
            "NpzPairSource", "PARTIAL_SUFFIX", "ParquetPairSource", "StoreError", "fingerprint_arrays", "fsync_dir",
-           "is_source", "iter_npy_chunks", "iter_npy_pairs", "npy_header", "open_pair_source", "read_npy_header",
-           "write_atomic", "write_json"]
+           "is_source", "iter_npy_chunks", "iter_npy_pairs", "npy_header", "open_pair_source", "printable",
+           "read_npy_header", "write_atomic", "write_json"]

@@ -3,6 +3,7 @@ of one file or of an (images, texts) pair of files. Python objects are never unp
 from __future__ import annotations
 
 import os
+import tokenize
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
@@ -42,10 +43,14 @@ def read_npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     ((2, 3), False, dtype('float32'), 128)
     """
     version = npy_format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = npy_format.read_array_header_1_0(f)
-    else:
-        shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+    try:
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+    except (SyntaxError, tokenize.TokenError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        # a damaged header dictionary: NumPy's parser raises more than ValueError
+        raise ValueError(f"its header is not a valid .npy header ({type(exc).__name__}: {exc})") from None
     return tuple(shape), fortran, dtype, f.tell()
 
 
@@ -85,6 +90,8 @@ def npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, bool
             shape, fortran, dtype, offset = read_npy_header(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a .npy file") from None
     except ValueError as exc:
         raise ValueError(f"{path} is not a valid .npy file: {exc}") from None
     if dtype.hasobject:

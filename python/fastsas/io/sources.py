@@ -16,6 +16,7 @@ import struct
 import tempfile
 import weakref
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -28,10 +29,15 @@ from fastsas.io.metadata import MetadataMixin, is_pathlike, normalise_metadata, 
 from fastsas.io.npy import NpyPairSource, read_npy_header
 from fastsas.io.rows import OffsetRows, iter_rows
 
-__all__ = ["ArrayPairSource", "DEFAULT_VECTOR_COLUMNS", "NpyPair", "NpzPairSource", "ParquetPairSource", "is_source",
+__all__ = ["ArrayPairSource", "DEFAULT_VECTOR_COLUMNS", "MAX_COMPRESSION_RATIO", "NpyPair", "NpzPairSource", "ParquetPairSource", "is_source",
            "open_pair_source", "sniff"]
 
 DEFAULT_VECTOR_COLUMNS = ("image_embedding", "text_embedding")
+# A compressed .npz member expanding more than this many times its compressed size is not
+# extracted (float embeddings compress about 1.1 to 1; 100 to 1 is one repeated value), once
+# it is larger than _RATIO_CHECKED_BYTES (small test arrays of zeros stay readable).
+MAX_COMPRESSION_RATIO = 100
+_RATIO_CHECKED_BYTES = 64 << 20
 
 
 class ArrayPairSource(MetadataMixin):
@@ -131,7 +137,10 @@ class NpzPairSource(MetadataMixin):
     memory-mapped in place, at its offset inside the zip file: nothing is copied. A
     compressed member is streamed once into a temporary .npy file (in `extract_dir`, by
     default the system temp directory), which is memory-mapped and deleted when the source
-    is closed or garbage collected.
+    is closed or garbage collected. Before anything is extracted, both members' sizes and
+    shapes are checked from the zip and .npy headers: members that do not pair, whose size
+    disagrees with their header, that would not fit in the free space of `extract_dir`, or
+    that expand more than :data:`MAX_COMPRESSION_RATIO` to 1 (beyond 64 MiB) are refused.
 
     Parameters
     ----------
@@ -151,8 +160,8 @@ class NpzPairSource(MetadataMixin):
     ColumnNotFoundError
         When a member named in `keys` is missing.
     StoreError
-        When the file is corrupt or truncated, a member is not a 2-D C-ordered array, or
-        the two members do not pair.
+        When the file is corrupt or truncated, a member is not a 2-D C-ordered array, the
+        two members do not pair, or extracting them is implausible (see above).
 
     Examples
     --------
@@ -175,7 +184,9 @@ class NpzPairSource(MetadataMixin):
             zf = zipfile.ZipFile(self.path)
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.path}: no such file") from None
-        except (zipfile.BadZipFile, OSError) as exc:
+        except IsADirectoryError:
+            raise StoreError(f"{self.path} is a directory, not an .npz file") from None
+        except (zipfile.BadZipFile, OSError, zlib.error, ValueError) as exc:
             raise StoreError(f"{self.path} is not a readable .npz file ({exc}); it is corrupt or truncated") from None
         with zf, open(self.path, "rb") as raw:
             members = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
@@ -184,23 +195,35 @@ class NpzPairSource(MetadataMixin):
                     raise ColumnNotFoundError(f"{self.path} has no array {key!r}; it holds: "
                                               f"{', '.join(members) or 'nothing'} (save it with "
                                               "np.savez(path, images=..., texts=...))", key, members)
-                self._parts.append(self._locate(zf, raw, zf.getinfo(key + ".npy"), key, extract_dir))
-        (_, _, (ni, di), _), (_, _, (nt, dt), _) = self._parts
-        if ni != nt:
-            raise StoreError(f"{self.path}: {keys[0]} has {ni} rows but {keys[1]} has {nt}; they must be paired "
-                             "row by row")
-        if di != dt:
-            raise StoreError(f"{self.path}: {keys[0]} has dim {di} but {keys[1]} has dim {dt}")
+            # Every header, size and shape is checked from the zip and .npy headers before a
+            # single byte is extracted: a member that cannot pair, or would expand implausibly,
+            # is refused without being decompressed.
+            found = [(zf.getinfo(key + ".npy"), key) + self._member_header(zf, zf.getinfo(key + ".npy"), key)
+                     for key in keys]
+            (_, _, (ni, di), _, _), (_, _, (nt, dt), _, _) = found
+            if ni != nt:
+                raise StoreError(f"{self.path}: {keys[0]} has {ni} rows but {keys[1]} has {nt}; they must be paired "
+                                 "row by row")
+            if di != dt:
+                raise StoreError(f"{self.path}: {keys[0]} has dim {di} but {keys[1]} has dim {dt}")
+            self._check_extraction(found, extract_dir)
+            for info, key, shape, dtype, header_len in found:
+                self._parts.append(self._locate(zf, raw, info, key, shape, dtype, header_len, extract_dir))
         self.n, self.dim = ni, di
         self._where = f"the metadata of {self.path}"
         self._meta = normalise_metadata(metadata, self.n, "metadata")
 
-    def _locate(self, zf, raw, info, key, extract_dir) -> tuple[Path, int, tuple[int, int], np.dtype]:
+    def _member_header(self, zf, info, key) -> tuple[tuple[int, int], np.dtype, int]:
+        """(shape, dtype, header length) of a member, from its .npy header (only the first
+        bytes of a compressed member are decompressed) and checked against the zip header's
+        size of the member."""
         where = f"{self.path} (array {key!r})"
+        if info.flag_bits & 0x1:
+            raise StoreError(f"{where} is encrypted; save the arrays without a password")
         try:
             with zf.open(info) as f:
                 shape, fortran, dtype, header_len = read_npy_header(f)
-        except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (ValueError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise StoreError(f"{where} is not a valid .npy member ({exc}); the file is corrupt") from None
         if dtype.hasobject:
             raise StoreError(f"{where} holds Python objects; fastsas never unpickles (allow_pickle is off)")
@@ -211,14 +234,53 @@ class NpzPairSource(MetadataMixin):
         nbytes = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if info.file_size < nbytes:
             raise StoreError(f"{where} is truncated: {info.file_size} bytes, its header promises {nbytes}")
-        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+        if info.file_size > nbytes:
+            raise StoreError(f"{where} holds {info.file_size} bytes but its .npy header describes {nbytes} "
+                             f"(shape {tuple(shape)}, {dtype}); the file is corrupt")
+        return (int(shape[0]), int(shape[1])), dtype, header_len
+
+    def _check_extraction(self, found: list, extract_dir) -> None:
+        """Refuse, before extracting, compressed members that would expand implausibly far
+        (embeddings do not compress :data:`MAX_COMPRESSION_RATIO` to 1: such a member is one
+        repeated value, or a decompression bomb) or that do not fit in the free space of the
+        extraction folder."""
+        total = 0
+        for info, key, shape, dtype, header_len in found:
+            if info.compress_type == zipfile.ZIP_STORED:
+                continue
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size > _RATIO_CHECKED_BYTES and ratio > MAX_COMPRESSION_RATIO:
+                raise StoreError(
+                    f"{self.path} (array {key!r}): {info.compress_size:,} compressed bytes would expand to "
+                    f"{info.file_size:,} ({ratio:,.0f} to 1, shape {shape}); embeddings do not compress that far, so "
+                    "this member is almost all one repeated value, or built to exhaust the disk: it is not extracted. "
+                    "If the arrays are genuine, save them uncompressed with np.savez (read in place, never extracted)")
+            total += info.file_size
+        if not total:
+            return
+        folder = Path(extract_dir) if extract_dir is not None else Path(tempfile.gettempdir())
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:  # the folder does not exist: mkdtemp below says so
+            return
+        if total > free:
+            raise StoreError(f"{self.path}: its compressed arrays expand to {total:,} bytes, but {folder} has only "
+                             f"{free:,} bytes free; pass extract_dir= a folder with room, or save the arrays "
+                             "uncompressed with np.savez (read in place, never extracted)")
+
+    def _locate(self, zf, raw, info, key, shape, dtype, header_len, extract_dir) -> tuple[Path, int, tuple[int, int],
+                                                                                          np.dtype]:
+        where = f"{self.path} (array {key!r})"
+        nbytes = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if info.compress_type == zipfile.ZIP_STORED:
             offset = _npz_member_offset(raw, info, self.path) + header_len
             size = self.path.stat().st_size
             if size < offset - header_len + nbytes:
                 raise StoreError(f"{self.path} is truncated: {size} bytes, array {key!r} needs "
                                  f"{offset - header_len + nbytes}")
             return self.path, offset, tuple(shape), dtype
-        # compressed: stream it out once into a temporary .npy file
+        # compressed: stream it out once into a temporary .npy file (zipfile stops at the
+        # member's size, checked above, and verifies its CRC-32 at the end)
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="fastsas-npz-", dir=extract_dir)
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmpdir, True)
@@ -226,7 +288,8 @@ class NpzPairSource(MetadataMixin):
         try:
             with zf.open(info) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst, 16 << 20)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+            self.close()
             raise StoreError(f"{where} could not be decompressed ({exc}); the file is corrupt or truncated") \
                 from None
         return target, header_len, tuple(shape), dtype

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from fastsas._version import __version__
 from fastsas.definitions import DEFINITIONS_VERSION
-from fastsas.io.atomic import write_atomic
+from fastsas.io.atomic import printable, write_atomic
 from fastsas.io.strict_json import dumps
 from fastsas.report.findings import findings
 from fastsas.report.markdown import markdown_report
@@ -156,6 +156,9 @@ def write_report(
     kinds = parse_formats(formats)
     if not isinstance(title, str):
         raise TypeError(f"title must be a string, got {type(title).__name__}")
+    # Labels, ids and titles with lone surrogates (from file names that are not UTF-8) are
+    # shown as backslash escapes in every file and figure instead of failing the report.
+    d, gap, title, id_column_name, extra_context = printable((d, gap, title, id_column_name, extra_context))
     if input_fingerprint is not None and not isinstance(input_fingerprint, str):
         raise TypeError(f"input_fingerprint must be a string or None, got {type(input_fingerprint).__name__}")
     if extra_context is not None and not isinstance(extra_context, Mapping):

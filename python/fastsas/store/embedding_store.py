@@ -24,9 +24,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from fastsas._badrows import refuse_non_finite_rows
 from fastsas._validate import check_int, computed_dtype
 from fastsas._version import __version__
-from fastsas.io.atomic import PARTIAL_SUFFIX, write_atomic, write_json
+from fastsas.io.atomic import PARTIAL_SUFFIX, fsync_dir, write_atomic, write_json
 from fastsas.io.errors import StoreError, missing_column
 from fastsas.io.metadata import MetadataMixin, as_table, column_to_numpy, pyarrow, read_parquet, table_to_dict
 from fastsas.io.rows import iter_rows
@@ -47,13 +48,25 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+# What a row that float32 cannot hold is called in the refusal (float64 1e300 would be Inf).
+_BEYOND_FLOAT32 = f"values beyond float32's range (|value| > {float(np.finfo(np.float32).max):.4g}, stored as Inf)"
+_APPEND_FIX = "drop or repair those rows before appending: a store holds finite embeddings only"
+
+
 def _as_vectors(x: Any, name: str, dim: int) -> np.ndarray:
-    """A C-contiguous float32 (rows, dim) copy-free view where possible."""
+    """A C-contiguous float32 (rows, dim) copy-free view where possible; rows that are not
+    finite, as given or once in float32, are refused and named."""
     arr = np.asarray(x)
     computed_dtype(arr.dtype, name)  # refuses what is not float16/32/64, as every input check does
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise ValueError(f"{name} must have shape (rows, {dim}), got {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=DTYPE)
+    suffix = " (rows of this append)"
+    refuse_non_finite_rows(arr, name, suffix=suffix, fix=_APPEND_FIX)
+    with np.errstate(over="ignore"):  # values float32 cannot hold become Inf, refused just below
+        out = np.ascontiguousarray(arr, dtype=DTYPE)
+    if out.dtype != arr.dtype:
+        refuse_non_finite_rows(out, name, problem=_BEYOND_FLOAT32, suffix=suffix, fix=_APPEND_FIX)
+    return out
 
 
 def _schema_from(columns: Any):
@@ -96,6 +109,61 @@ def _encode_schema(schema) -> dict | None:
         "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
         "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode("ascii"),
     }
+
+
+def _lock(path: Path) -> int | None:
+    """The single-writer lock of the store at `path` (a flock on its lock file, held until
+    the descriptor is closed), or StoreError when another writer holds it."""
+    if fcntl is None:  # pragma: no cover - not POSIX
+        return None
+    lock = path / LOCK_FILE
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"{path} is open for writing by another writer (lock held on {lock}); "
+                         "close that writer first") from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _claim_directory(path: Path, overwrite: bool) -> int | None:
+    """Make `path` an empty store directory holding only the marker and the lock, and return
+    the lock, held. In this order: refuse a directory that is neither empty nor a store
+    (nothing is written into it); write the marker; take the lock (refused while another
+    writer, or another create(), holds it); then, under the lock, refuse a committed store
+    unless `overwrite`, and empty the directory, the manifest first (so a crash while
+    emptying leaves a half-created store, which create() accepts again)."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory")
+    if path.exists() and any(path.iterdir()) and not layout.is_store_directory(path):
+        raise FileExistsError(f"{path} already exists, is not empty and is not an embedding store; choose a new "
+                              "directory (overwrite=True only replaces embedding stores)")
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / layout.MARKER, {"format": layout.FORMAT, "created_by": f"fastsas {__version__}"})
+    fd = _lock(path)
+    try:
+        if not overwrite and not layout.is_half_created(path) and any(
+                e.name not in (LOCK_FILE, layout.MARKER) for e in path.iterdir()):
+            raise FileExistsError(f"{path} already holds an embedding store; open it with "
+                                  "EmbeddingStore.open(path, mode='a') to continue writing, or pass "
+                                  "overwrite=True to replace it")
+        if (path / MANIFEST).exists():
+            (path / MANIFEST).unlink()  # the commit point first: from here on it holds no rows
+            fsync_dir(path)
+        # the chunks next, so that a crash while emptying leaves a half-created store
+        for entry in [path / name for name in ARRAY_NAMES] + sorted(path.iterdir()):
+            if entry.name not in (LOCK_FILE, layout.MARKER) and (entry.exists() or entry.is_symlink()):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    except BaseException:
+        _unlock(fd)
+        raise
+    return fd
 
 
 class EmbeddingStore(MetadataMixin):
@@ -176,7 +244,8 @@ class EmbeddingStore(MetadataMixin):
         Parameters
         ----------
         path : str or os.PathLike
-            The directory (created; it must not exist, be empty, or hold a store to replace).
+            The directory (created; it must not exist, be empty, hold a store whose creation
+            was interrupted, or hold a store to replace).
         dim : int
             The embedding dimension.
         chunk_rows : int, default 65536
@@ -188,7 +257,8 @@ class EmbeddingStore(MetadataMixin):
         model, notes : str or None
             Free text kept in the manifest.
         overwrite : bool, default False
-            Replace an existing store at `path` (never a directory that is not a store).
+            Replace an existing store at `path`: only a directory fastsas made a store (it
+            has the store's marker), never any other, and only while no writer has it open.
         id_column : str or None
             The metadata column that names the unit each row belongs to (a study: the rows
             of one id share one report), recorded in the manifest (:attr:`id_column`);
@@ -203,6 +273,8 @@ class EmbeddingStore(MetadataMixin):
         ------
         FileExistsError
             When `path` holds something else, or a store and `overwrite` is False.
+        StoreError
+            When another writer has the store at `path` open (its lock is held).
         ValueError, TypeError
             When `dim` or `chunk_rows` is not a positive integer, or `columns` is not a schema.
 
@@ -226,46 +298,37 @@ class EmbeddingStore(MetadataMixin):
             raise ValueError(f"id_column {id_column!r} is not a column of the schema ({', '.join(schema.names)}); "
                              "name one of its columns")
         path = Path(path)
-        if path.exists():
-            if not path.is_dir():
-                raise FileExistsError(f"{path} exists and is not a directory")
-            is_store = (path / MANIFEST).exists() or (path / "zarr.json").exists()
-            if any(path.iterdir()):
-                if not is_store:
-                    raise FileExistsError(f"{path} already exists, is not empty and is not an embedding store; "
-                                          "choose a new directory (overwrite=True only replaces stores)")
-                if not overwrite:
-                    raise FileExistsError(f"{path} already holds an embedding store; open it with "
-                                          "EmbeddingStore.open(path, mode='a') to continue writing, or pass "
-                                          "overwrite=True to replace it")
-                shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        write_json(path / "zarr.json", layout.group_meta())
-        for name in ARRAY_NAMES:
-            (path / name / "c").mkdir(parents=True, exist_ok=True)
-            write_json(path / name / "zarr.json", layout.zarr_array_meta(0, dim, chunk_rows))
-        (path / METADATA_PARTS).mkdir(exist_ok=True)
-        manifest = {
-            "format": layout.FORMAT,
-            "format_version": layout.FORMAT_VERSION,
-            "n": 0,
-            "dim": dim,
-            "dtype": "float32",
-            "chunk_rows": chunk_rows,
-            "chunks_done": 0,
-            "complete": False,
-            "arrays": {"images": "images", "texts": "texts"},
-            "metadata": {"layout": "parts", **(_encode_schema(schema) or {"columns": [], "arrow_schema": None})},
-            "model": model,
-            "notes": notes,
-            "id_column": id_column,
-            "fastsas_version": __version__,
-            "created": _now(),
-            "updated": _now(),
-        }
-        store = cls(path, manifest, "w")
-        store._acquire_lock()
-        write_json(path / MANIFEST, manifest)  # last: a directory without a manifest is not a store
+        lock_fd = _claim_directory(path, overwrite)  # the lock first: nothing is removed without it
+        try:
+            write_json(path / "zarr.json", layout.group_meta())
+            for name in ARRAY_NAMES:
+                (path / name / "c").mkdir(parents=True, exist_ok=True)
+                write_json(path / name / "zarr.json", layout.zarr_array_meta(0, dim, chunk_rows))
+            (path / METADATA_PARTS).mkdir(exist_ok=True)
+            manifest = {
+                "format": layout.FORMAT,
+                "format_version": layout.FORMAT_VERSION,
+                "n": 0,
+                "dim": dim,
+                "dtype": "float32",
+                "chunk_rows": chunk_rows,
+                "chunks_done": 0,
+                "complete": False,
+                "arrays": {"images": "images", "texts": "texts"},
+                "metadata": {"layout": "parts", **(_encode_schema(schema) or {"columns": [], "arrow_schema": None})},
+                "model": model,
+                "notes": notes,
+                "id_column": id_column,
+                "fastsas_version": __version__,
+                "created": _now(),
+                "updated": _now(),
+            }
+            store = cls(path, manifest, "w")
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+        store._hold_lock(lock_fd)
+        write_json(path / MANIFEST, manifest)  # last: a directory without a manifest holds no rows
         return store
 
     @classmethod
@@ -502,16 +565,12 @@ class EmbeddingStore(MetadataMixin):
 
     # -- writing ------------------------------------------------------------------------------------
     def _acquire_lock(self) -> None:
-        if fcntl is None:  # pragma: no cover - not POSIX
+        self._hold_lock(_lock(self.path))
+
+    def _hold_lock(self, fd: int | None) -> None:
+        """Keep the writer lock `fd` until close(), abandon() or garbage collection."""
+        if fd is None:  # pragma: no cover - not POSIX
             return
-        lock = self.path / LOCK_FILE
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreError(f"{self.path} is open for writing by another writer (lock held on {lock}); "
-                             "close that writer first") from None
         self._lock_fd = fd
         self._lock_finalizer = weakref.finalize(self, os.close, fd)  # a dropped writer releases its lock
 
@@ -597,7 +656,9 @@ class EmbeddingStore(MetadataMixin):
         """Append paired rows (any number): (rows, dim) images and texts, and their metadata
         (dict of 1-D arrays, pyarrow Table or pandas DataFrame with the store's columns; the
         first append fixes the columns unless create() was given them). Full chunks are
-        written as soon as they fill; nothing is changed when an argument is refused."""
+        written as soon as they fill; nothing is changed when an argument is refused: rows
+        with NaN or Inf, or with values float32 cannot hold (|v| > 3.4e38), are refused and
+        named."""
         self._check_writable()
         x = _as_vectors(images, "images", self.dim)
         y = _as_vectors(texts, "texts", self.dim)

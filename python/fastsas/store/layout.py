@@ -15,8 +15,14 @@ A store is a directory::
       metadata.parquet             the same rows compacted into one table when the writer closes
       manifest.json                format version, n, dim, dtype, chunk_rows, chunks_done, ...
       .lock                        held (flock) by the one writer
+      .fastsas-store               the marker: written first by create(), so a directory is
+                                   known to be a store before anything else is in it
 
 The manifest is the commit point: a chunk counts once the manifest's ``chunks_done`` says so.
+A directory with the marker but no manifest is a store whose creation was interrupted: it
+holds no rows, and ``EmbeddingStore.create`` starts it again. Only a directory with the
+marker (or, from stores written before the marker, a manifest of this format) is ever
+replaced by ``create(..., overwrite=True)``.
 
 >>> from pathlib import Path
 >>> from fastsas.store import layout
@@ -33,8 +39,8 @@ import numpy as np
 
 from fastsas.io.errors import StoreError
 
-__all__ = ["ARRAY_NAMES", "CODECS", "DTYPE", "FORMAT", "FORMAT_VERSION", "LOCK_FILE", "MANIFEST", "METADATA_FILE",
-           "METADATA_PARTS", "chunk_bytes", "chunk_file", "group_meta", "missing_chunk_files", "part_file",
+__all__ = ["ARRAY_NAMES", "CODECS", "DTYPE", "FORMAT", "FORMAT_VERSION", "LOCK_FILE", "MANIFEST", "MARKER",
+           "METADATA_FILE", "METADATA_PARTS", "chunk_bytes", "is_half_created", "is_store_directory", "chunk_file", "group_meta", "missing_chunk_files", "part_file",
            "read_json", "read_manifest", "rows_in_chunk", "zarr_array_meta"]
 
 FORMAT = "fastsas-embedding-store"
@@ -43,6 +49,7 @@ MANIFEST = "manifest.json"
 METADATA_FILE = "metadata.parquet"
 METADATA_PARTS = "metadata"
 LOCK_FILE = ".lock"
+MARKER = ".fastsas-store"
 ARRAY_NAMES = ("images", "texts")
 DTYPE = np.dtype("<f4")
 CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
@@ -276,8 +283,15 @@ def read_manifest(root: Path) -> dict:
     """
     file = root / MANIFEST
     if not file.exists():
-        raise StoreError(f"{file} is missing: {root} is not a fastsas embedding store (or its creation was "
-                         "interrupted)")
+        if is_half_created(root):
+            raise StoreError(f"{file} is missing: the creation of the embedding store {root} was interrupted "
+                             "before its first commit, so it holds no rows; start it again with "
+                             "EmbeddingStore.create(path, dim, ...) (or rerun the fastsas embed that made it)")
+        if (root / MARKER).exists():
+            raise StoreError(f"{file} is missing: the embedding store {root} is damaged (it has chunk files but "
+                             "no manifest saying which are committed); restore manifest.json from a copy, or "
+                             "replace the store with EmbeddingStore.create(path, dim, ..., overwrite=True)")
+        raise StoreError(f"{file} is missing: {root} is not a fastsas embedding store")
     m = read_json(file, "the store's manifest")
     if m.get("format") != FORMAT:
         raise StoreError(f"{file} is not a fastsas embedding store manifest (format {m.get('format')!r})")
@@ -302,6 +316,72 @@ def read_manifest(root: Path) -> dict:
         raise StoreError(f"{file}: id_column is {m['id_column']!r}, expected a column name or null; the manifest "
                          "is corrupt")
     return m
+
+
+def is_store_directory(root: Path) -> bool:
+    """Whether the directory `root` is an embedding store (finished, being written, or
+    half created): it has the marker, or a manifest of this format (stores written before
+    the marker). An unrelated directory, a Zarr dataset of another program included, is not.
+
+    Parameters
+    ----------
+    root : Path
+        A directory.
+
+    Returns
+    -------
+    bool
+        True for a store.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from fastsas.store import EmbeddingStore, layout
+    >>> path = Path(tempfile.mkdtemp())
+    >>> layout.is_store_directory(path)
+    False
+    >>> EmbeddingStore.build(path / "s", np.zeros((2, 4)), np.ones((2, 4))).close()
+    >>> layout.is_store_directory(path / "s")
+    True
+    """
+    if (root / MARKER).is_file():
+        return True
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def is_half_created(root: Path) -> bool:
+    """Whether `root` is a store whose creation was interrupted before its first commit: the
+    marker, no manifest, no chunk file. It holds no rows, so ``EmbeddingStore.create``
+    starts it again without ``overwrite``.
+
+    Parameters
+    ----------
+    root : Path
+        A directory.
+
+    Returns
+    -------
+    bool
+        True for a half-created store.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from fastsas.store import layout
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = (root / layout.MARKER).write_text("{}")
+    >>> layout.is_half_created(root)
+    True
+    """
+    if not (root / MARKER).is_file() or (root / MANIFEST).exists():
+        return False
+    return not any(f.is_file() for name in ARRAY_NAMES for f in (root / name / "c").rglob("*"))
 
 
 def missing_chunk_files(root: Path, chunks_done: int) -> list[Path]:
