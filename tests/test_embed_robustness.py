@@ -309,3 +309,38 @@ def test_the_summary_counts_files_that_are_not_images(model, tmp_path, capsys):
                  str(tmp_path / "s"), "--workers", "0", "--device", "cpu", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "no files skipped; 0 texts have no image; 2 files were not images (ignored)" in " ".join(out.split())
+
+
+def test_a_loader_read_stuck_after_a_worker_death_is_interrupted(monkeypatch):
+    """A worker killed while sending a batch leaves half a message in the shared result pipe:
+    the loader's read then never returns. The watcher interrupts that read with an error the
+    supervisor recovers from (here a fake loader stands in: one worker dead, next() blocked)."""
+    import signal as signal_module
+    import time as time_module
+
+    class DeadWorker:
+        exitcode = -9
+        killed = False
+
+        def is_alive(self):
+            return False
+
+        def kill(self):
+            self.killed = True
+
+    class StuckIterator:
+        _workers = [DeadWorker()]
+
+        def __next__(self):
+            time_module.sleep(60)  # a read that never returns (interrupted by the watcher's signal)
+            raise AssertionError("the stuck read was not interrupted")
+
+    monkeypatch.setattr(pipeline._StuckLoaderWatch, "STUCK_AFTER", 1.0)
+    before = signal_module.getsignal(signal_module.SIGUSR1)
+    started = time_module.monotonic()
+    with pytest.raises(RuntimeError) as caught:
+        with pipeline._StuckLoaderWatch(StuckIterator()) as watch:
+            watch.next_batch()
+    assert isinstance(caught.value, pipeline._StuckLoaderError) and pipeline._worker_died(caught.value)
+    assert time_module.monotonic() - started < 10
+    assert signal_module.getsignal(signal_module.SIGUSR1) is before

@@ -426,6 +426,91 @@ def _decode_in_child(dataset: ImageDataset, i: int, parent_pid: int) -> None:
     dataset.record(i)
 
 
+class _StuckLoaderError(RuntimeError):
+    """The loader stopped receiving after a worker died (raised in the main thread)."""
+
+
+def _kill_workers(iterator: Any) -> None:
+    """Ends the worker processes a failed loader iterator still has (private to torch's
+    iterator, hence the getattr): their results are not wanted any more."""
+    for worker in getattr(iterator, "_workers", None) or []:
+        try:
+            if worker.is_alive():
+                worker.kill()
+        except (OSError, ValueError, AssertionError):
+            pass
+
+
+class _StuckLoaderWatch:
+    """Ends a loader read that can never return. A worker killed while its queue thread was
+    sending a batch leaves half a message in the result pipe that every worker (and this
+    process) shares, so the read of the rest waits forever: torch's own check of dead
+    workers runs only between reads. A watcher thread sees a worker that died abnormally and
+    no batch for `STUCK_AFTER` seconds while the main thread is inside the loader's next(),
+    and interrupts that read with SIGUSR1, whose handler raises a DataLoader-worker error:
+    the supervisor then recovers as for any worker death (the batches delivered are kept)."""
+
+    STUCK_AFTER = 20.0  # seconds: torch itself reports a dead worker within about 5 s
+
+    def __init__(self, iterator: Any):
+        self.iterator = iterator
+        self.in_next = False
+        self.last_progress = time.monotonic()
+        self.stop = threading.Event()
+        self.active = (hasattr(signal, "SIGUSR1") and hasattr(signal, "pthread_kill")
+                       and threading.current_thread() is threading.main_thread()
+                       and bool(getattr(iterator, "_workers", None)))
+        self.previous = None
+        self.thread = None
+
+    def _handler(self, signum, frame):
+        if self.in_next:
+            raise _StuckLoaderError("DataLoader worker died while sending a batch and the loader stopped "
+                                    "receiving; the loader is restarted")
+
+    def __enter__(self) -> "_StuckLoaderWatch":
+        if self.active:
+            self.previous = signal.signal(signal.SIGUSR1, self._handler)
+            self.thread = threading.Thread(target=self._watch, args=(threading.main_thread().ident,),
+                                           name="fastsas-loader-watch", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.previous is not None:
+            signal.signal(signal.SIGUSR1, self.previous)
+        if exc_type is _StuckLoaderError:
+            # Still under the default SIGCHLD (the enclosing context), so reaping them raises
+            # nothing; then torch forgets their pids (its shutdown, private, hence guarded).
+            _kill_workers(self.iterator)
+            try:
+                self.iterator._shutdown_workers()
+            except Exception:  # noqa: BLE001 - a broken loader's own cleanup may fail; it is discarded
+                pass
+
+    def next_batch(self):
+        """The loader's next batch, None at its end."""
+        self.in_next = True
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            return None
+        finally:
+            self.in_next = False
+            self.last_progress = time.monotonic()
+
+    def _watch(self, main_ident: int) -> None:
+        while not self.stop.wait(1.0):
+            workers = getattr(self.iterator, "_workers", None) or []
+            dead = any(w.exitcode not in (None, 0) for w in workers)
+            if dead and self.in_next and time.monotonic() - self.last_progress > self.STUCK_AFTER:
+                signal.pthread_kill(main_ident, signal.SIGUSR1)
+                self.last_progress = time.monotonic()  # once per STUCK_AFTER at most
+
+
 class _DecodeSupervisor:
     """Runs the DataLoader over the files still to do, and outlives its workers: when a worker
     dies, the files the workers had in hand are decoded again one by one in processes of
@@ -451,8 +536,11 @@ class _DecodeSupervisor:
             delivered = 0
             try:
                 iterator = iter(_loader(dataset, self.files_per_batch, self.workers))
-                with _worker_deaths_reported_by_the_loader():
-                    for records in iterator:
+                with _worker_deaths_reported_by_the_loader(), _StuckLoaderWatch(iterator) as watch:
+                    while True:
+                        records = watch.next_batch()
+                        if records is None:
+                            break
                         delivered += len(records)
                         yield [{**r, "item": remaining[r["index"]]} for r in records]
                 return
