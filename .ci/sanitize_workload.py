@@ -81,6 +81,7 @@ for dtype in (np.float32, np.float64):
         fs.mmd(x[:300].astype(dtype), y[:200].astype(dtype), sigma=sigma, tile=64, threads=2)
 # A stop: Ctrl-C during a long call joins the workers and raises KeyboardInterrupt.
 import os, signal, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, however CI started us
 threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
 try:
     big = np.random.default_rng(0).standard_normal((6000, 64), dtype=np.float32)

@@ -265,9 +265,12 @@ def test_mmd_matches_reference_across_bandwidths(mmd_pair, dtype, sigma):
 
 # -- Ctrl-C during long calls ---------------------------------------------------------------------
 _INTERRUPTED_CHILD = textwrap.dedent("""
-    import json, os, sys, threading, time
+    import json, os, signal, sys, threading, time
     import numpy as np
     import fastsas as fs
+    # Ctrl-C as in a terminal, however the test suite was started (a job started with & in a
+    # non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = np.random.default_rng(0)
     calls = {
         "retrieval": lambda a, b: fs.retrieval(a, b),
@@ -337,6 +340,7 @@ def test_an_interrupted_update_leaves_the_moments_unchanged():
         import os, signal, threading
         import numpy as np
         import fastsas as fs
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (see above)
         rng = np.random.default_rng(0)
         a = rng.standard_normal((100, 512), dtype=np.float32)
         m = fs.Moments(512).update(a, a)
