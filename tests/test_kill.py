@@ -222,7 +222,8 @@ def _store_rows(path: Path):
     return x, y, [(i, f) for i, f in zip(meta["image"], meta["frame"])]
 
 
-def _kill_embed_repeatedly(archive, tmp_path: Path, kills: int, seed: int) -> list[int]:
+def _kill_embed_repeatedly(archive, tmp_path: Path, kills: int, seed: int) -> list[list[int]]:
+    """As _kill_store_writer_repeatedly, for fastsas embed: rows after each kill, per pass."""
     reference = tmp_path / "reference"
     duration = _work_time([EMBED, *_embed_args(archive, reference)])
     rx, ry, rrows = _store_rows(reference)
@@ -230,7 +231,7 @@ def _kill_embed_repeatedly(archive, tmp_path: Path, kills: int, seed: int) -> li
         assert [r["file"] for r in csv.DictReader(f)] == ["st12/kill.png"]
     out = tmp_path / "killed"
     rng = np.random.default_rng(seed)
-    seen: list[int] = []
+    passes: list[list[int]] = [[]]
     for _ in range(kills):
         child, _ = _run_until_ready([EMBED, *_embed_args(archive, out)])
         time.sleep(float(rng.uniform(0.0, duration)))
@@ -241,12 +242,15 @@ def _kill_embed_repeatedly(archive, tmp_path: Path, kills: int, seed: int) -> li
         while _descendants_alive(workers) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _descendants_alive(workers), "decoding workers outlived the killed fastsas embed"
-        seen.append(0)
+        passes[-1].append(0)
         if (out / layout.MANIFEST).exists():
             x, _, rows = _store_rows(out)
             assert rows == rrows[:len(rows)]  # a prefix of the rows, in order
             np.testing.assert_allclose(x, rx[:len(rows)], atol=1e-6)
-            seen[-1] = len(rows)
+            passes[-1][-1] = len(rows)
+            if len(rows) == len(rrows):  # this run finished: embed again from nothing
+                shutil.rmtree(out)
+                passes.append([])
     _work_time([EMBED, *_embed_args(archive, out)])  # resume to the end
     x, y, rows = _store_rows(out)
     assert rows == rrows
@@ -254,17 +258,21 @@ def _kill_embed_repeatedly(archive, tmp_path: Path, kills: int, seed: int) -> li
     np.testing.assert_allclose(y, ry, atol=1e-6)
     with open(out / "skipped.csv") as f:
         assert [r["file"] for r in csv.DictReader(f)] == ["st12/kill.png"]
-    return seen
+    return [p for p in passes if p]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_fastsas_embed_killed_at_random_points_resumes_to_the_uninterrupted_store(embed_archive, tmp_path):
-    seen = _kill_embed_repeatedly(embed_archive, tmp_path, kills=2, seed=0)
-    assert seen == sorted(seen)
+    passes = _kill_embed_repeatedly(embed_archive, tmp_path, kills=2, seed=0)
+    assert all(p == sorted(p) for p in passes)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_fastsas_embed_killed_many_times_resumes_to_the_uninterrupted_store(embed_archive, tmp_path):
-    seen = _kill_embed_repeatedly(embed_archive, tmp_path, kills=25, seed=1)
-    assert seen == sorted(seen) and len(set(seen)) > 3
+    passes = _kill_embed_repeatedly(embed_archive, tmp_path, kills=25, seed=1)
+    assert all(p == sorted(p) for p in passes)
+    points = {n for p in passes for n in p}
+    # Some kills fell inside the run, between commits (most of a run is loading the model, and
+    # its rows come in few chunks, so how many distinct points there are depends on the machine).
+    assert points - {0, max(points)}, points
