@@ -17,6 +17,7 @@
 #include "fastsas/memory.hpp"
 #include "fastsas/moments.hpp"
 #include "fastsas/parallel.hpp"
+#include "fastsas/screen.hpp"
 
 namespace fastsas::bindings {
 
@@ -68,6 +69,21 @@ decltype(auto) run_released(const std::string& call, Work&& work) {
                       " ran out of memory (the system refused an allocation); use fewer rows or dims per call, "
                       "or a machine with more memory");
   }
+}
+
+// Every tile precision, in the order the Python layer lists them (_core.RETRIEVAL_PRECISIONS).
+inline constexpr ScreenPrecision kPrecisions[] = {ScreenPrecision::kAuto, ScreenPrecision::kNone,
+                                                  ScreenPrecision::kBFloat16, ScreenPrecision::kInt8};
+
+// A tile precision from its name ("auto", "float32", "bfloat16", "int8"); a ValueError
+// listing the names otherwise.
+inline ScreenPrecision precision_of(const std::string& name) {
+  std::string names;
+  for (ScreenPrecision p : kPrecisions) {
+    if (name == screen_precision_name(p)) return p;
+    names += std::string(names.empty() ? "'" : ", '") + screen_precision_name(p) + "'";
+  }
+  throw pybind11::value_error("precision must be one of " + names + ", got '" + name + "'");
 }
 
 }  // namespace fastsas::bindings

@@ -35,6 +35,8 @@ py::dict hsic_dict(const fastsas::HsicTerms& t) {
 py::dict knn_dict(fastsas::KnnResult&& r) {
   py::dict d;
   d["rechecked"] = r.rechecked;
+  d["precision"] = std::string(fastsas::screen_precision_name(r.precision));
+  d["band"] = r.band;
   d["index"] = array_from_vector(std::move(r.index), r.rows, r.topk);
   d["similarity"] = array_from_vector(std::move(r.similarity), r.rows, r.topk);
   return d;
@@ -104,21 +106,25 @@ void register_neighbourhood(py::module_& m) {
 
   m.def(
       "knn",
-      [](const py::array& x, Index topk, Index tile, int threads, const std::string& input) {
+      [](const py::array& x, Index topk, Index tile, int threads, const std::string& input,
+         const std::string& precision) {
         fastsas::KnnOptions opt;
         opt.tile = tile;
         opt.threads = threads;
+        opt.precision = fastsas::bindings::precision_of(precision);
         return knn_dict(knn_any(x, topk, opt, input.c_str()));
       },
       py::arg("x"), py::arg("topk"), py::arg("tile") = 0, py::arg("threads") = 1, py::arg("input") = "x",
+      py::arg("precision") = "float32",
       "Exact top-k neighbours of every row within x (cosine, self excluded, ties by the smaller index).");
 
   m.def(
       "neighbourhood",
-      [](const py::array& x, const py::array& y, Index topk, Index tile, int threads) {
+      [](const py::array& x, const py::array& y, Index topk, Index tile, int threads, const std::string& precision) {
         fastsas::KnnOptions opt;
         opt.tile = tile;
         opt.threads = threads;
+        opt.precision = fastsas::bindings::precision_of(precision);
         // One modality at a time: only one packed copy of the rows is alive.
         fastsas::KnnResult a = knn_any(x, topk, opt, "x");
         fastsas::KnnResult b = knn_any(y, topk, opt, "y");
@@ -130,7 +136,7 @@ void register_neighbourhood(py::module_& m) {
         return d;
       },
       py::arg("x"), py::arg("y"), py::arg("topk"), py::arg("tile") = 0, py::arg("threads") = 1,
-      "Neighbours of both sets and every neighbourhood metric from them.");
+      py::arg("precision") = "float32", "Neighbours of both sets and every neighbourhood metric from them.");
 
   m.def(
       "neighbourhood_scores",

@@ -16,24 +16,12 @@
 namespace py = pybind11;
 using fastsas::Index;
 using fastsas::bindings::dispatch_float;
+using fastsas::bindings::kPrecisions;
+using fastsas::bindings::precision_of;
 
 namespace {
 
 using Codes = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>;
-
-// Every tile precision, in the order the Python layer lists them (_core.RETRIEVAL_PRECISIONS).
-constexpr fastsas::ScreenPrecision kPrecisions[] = {fastsas::ScreenPrecision::kAuto, fastsas::ScreenPrecision::kNone,
-                                                    fastsas::ScreenPrecision::kBFloat16,
-                                                    fastsas::ScreenPrecision::kInt8};
-
-fastsas::ScreenPrecision precision_of(const std::string& name) {
-  std::string names;
-  for (fastsas::ScreenPrecision p : kPrecisions) {
-    if (name == fastsas::screen_precision_name(p)) return p;
-    names += std::string(names.empty() ? "'" : ", '") + fastsas::screen_precision_name(p) + "'";
-  }
-  throw py::value_error("precision must be one of " + names + ", got '" + name + "'");
-}
 
 void put_screen(py::dict& out, std::int64_t rechecked, std::int64_t screened, fastsas::ScreenPrecision precision) {
   out["rechecked"] = rechecked;

@@ -70,14 +70,19 @@ T kth_largest(const Candidate<T>* cand, Index count, Index k, std::vector<T>& ke
 template <class T>
 class KnnEngine {
  public:
-  KnnEngine(const T* rows, Index n, Index d, Index topk, Index block)
+  // `screen`: the rows packed for both sides of the screen kernels (nullptr: T-precision GEMM
+  // tiles), with `band` their proven pair bound.
+  KnnEngine(const T* rows, Index n, Index d, Index topk, Index block, const ScreenPack* screen_a = nullptr,
+            const ScreenPack* screen_b = nullptr, double band = 0.0)
       : rows_(rows),
         n_(n),
         d_(d),
         k_(topk),
         block_(block),
         blocks_((n + block - 1) / block),
-        band_(exact::tile_error_bound<T>(d)),
+        screen_a_(screen_a),
+        screen_b_(screen_b),
+        band_(screen_a != nullptr ? band : exact::tile_error_bound<T>(d)),
         value_(static_cast<size_t>(n * topk), -std::numeric_limits<double>::infinity()),
         index_(static_cast<size_t>(n * topk), kNoIndex),
         floor_(new std::atomic<T>[static_cast<size_t>(n)]),
@@ -100,6 +105,8 @@ class KnnEngine {
     out.topk = k_;
     out.index = std::move(index_);
     out.similarity = std::move(value_);
+    out.precision = screen_a_ != nullptr ? screen_a_->precision : ScreenPrecision::kNone;
+    out.band = band_;
     for (const auto& w : ws) out.rechecked += w.rechecked;
     return out;
   }
@@ -107,9 +114,32 @@ class KnnEngine {
  private:
   Index block_rows(Index b) const { return std::min(block_, n_ - b * block_); }
 
+  // The tile of rows [i0, i0 + rows) against rows [j0, j0 + cols) into `tile` (row-major,
+  // `cols` per row): one T-precision GEMM, or the screen kernels (block_ is a multiple of
+  // both panel heights, so the blocks start on panel boundaries).
+  void compute_tile(Index i0, Index rows, Index j0, Index cols, T* tile) const {
+    if (screen_a_ == nullptr) {
+      detail::gemm_nt(rows, cols, d_, rows_ + i0 * d_, d_, rows_ + j0 * d_, d_, tile, cols);
+      return;
+    }
+    struct Copy {
+      T* tile;
+      Index i0, j0, cols;
+      void operator()(Index row0, Index col0, const float* values, int r_count, int c_count) const {
+        for (int r = 0; r < r_count; ++r) {
+          T* out = tile + (row0 - i0 + r) * cols + (col0 - j0);
+          const float* in = values + r * kScreenCols;
+          for (int c = 0; c < c_count; ++c) out[c] = static_cast<T>(in[c]);
+        }
+      }
+    } copy{tile, i0, j0, cols};
+    screen_tiles(*screen_a_, i0 / kScreenRows, (i0 + rows + kScreenRows - 1) / kScreenRows, *screen_b_,
+                 j0 / kScreenCols, (j0 + cols + kScreenCols - 1) / kScreenCols, copy);
+  }
+
   void diagonal_tile(Index ib, KnnWorker<T>& w) {
     const Index i0 = ib * block_, rows = block_rows(ib);
-    detail::gemm_nt(rows, rows, d_, rows_ + i0 * d_, d_, rows_ + i0 * d_, d_, w.tile.data(), rows);
+    compute_tile(i0, rows, i0, rows, w.tile.data());
     w.first.clear();
     w.second.clear();
     for (Index r = 0; r < rows; ++r) {
@@ -126,7 +156,7 @@ class KnnEngine {
     const Index i0 = ib * block_, rows = block_rows(ib);
     const Index j0 = jb * block_, cols = block_rows(jb);
     T* const tile = w.tile.data();
-    detail::gemm_nt(rows, cols, d_, rows_ + i0 * d_, d_, rows_ + j0 * d_, d_, tile, cols);
+    compute_tile(i0, rows, j0, cols, tile);
     w.row_floor.resize(static_cast<size_t>(rows));
     w.col_floor.resize(static_cast<size_t>(cols));
     for (Index r = 0; r < rows; ++r) w.row_floor[r] = floor_[i0 + r].load(std::memory_order_relaxed);
@@ -238,6 +268,8 @@ class KnnEngine {
 
   const T* rows_;
   Index n_, d_, k_, block_, blocks_;
+  const ScreenPack* screen_a_;
+  const ScreenPack* screen_b_;
   double band_;
   std::vector<double> value_;
   std::vector<std::int64_t> index_;
@@ -254,10 +286,40 @@ KnnResult knn_packed(const T* rows, Index n, Index d, Index topk, const KnnOptio
   if (topk < 1 || topk > n - 1)
     throw std::invalid_argument("topk must be in [1, n - 1] = [1, " + std::to_string(n - 1) + "], got " +
                                 std::to_string(topk));
-  const Index block = options.tile > 0 ? options.tile : kKnnTile;
-  blas::use_calling_thread_only();
-  KnnEngine<T> engine(rows, n, d, topk, block);
-  return engine.run(std::max(1, options.threads));
+  Index block = options.tile > 0 ? options.tile : kKnnTile;
+  const int threads = std::max(1, options.threads);
+  const ScreenPrecision precision = knn_precision(options.precision, d);
+  if (precision == ScreenPrecision::kNone) {
+    blas::use_calling_thread_only();
+    KnnEngine<T> engine(rows, n, d, topk, block);
+    return engine.run(threads);
+  }
+  static_assert(kScreenCols % kScreenRows == 0, "blocks must start on the panels of both sides");
+  block = (block + kScreenCols - 1) / kScreenCols * kScreenCols;
+  const ScreenPack a = pack_screen_rows(rows, n, d, precision, ScreenSide::kA, threads);
+  const ScreenPack b = pack_screen_rows(rows, n, d, precision, ScreenSide::kB, threads);
+  // Monotone in every argument: the packs' maxima bound every pair (screen.hpp).
+  const double band = pair_error_bound(precision, d, a.max_norm, a.max_qnorm, a.max_err, b.max_norm, b.max_qnorm,
+                                       b.max_err);
+  KnnEngine<T> engine(rows, n, d, topk, block, &a, &b, band);
+  return engine.run(threads);
+}
+
+ScreenPrecision knn_precision(ScreenPrecision requested, Index d) {
+  const bool int8 = screen_supported(ScreenPrecision::kInt8) && d <= kScreenInt8MaxDim;
+  if (requested == ScreenPrecision::kAuto) {
+    if (int8) return ScreenPrecision::kInt8;
+    return screen_supported(ScreenPrecision::kBFloat16) ? ScreenPrecision::kBFloat16 : ScreenPrecision::kNone;
+  }
+  if (requested == ScreenPrecision::kNone) return requested;
+  if (!screen_supported(requested))
+    throw std::invalid_argument(std::string("precision '") + screen_precision_name(requested) + "' needs a CPU with " +
+                                (requested == ScreenPrecision::kInt8 ? "AVX512_VNNI" : "AVX512_BF16") +
+                                ", which this one lacks; use precision 'auto' or 'float32'");
+  if (requested == ScreenPrecision::kInt8 && !int8)
+    throw std::invalid_argument("precision 'int8' needs d <= " + std::to_string(kScreenInt8MaxDim) + ", got " +
+                                std::to_string(d));
+  return requested;
 }
 
 template <class T>

@@ -273,3 +273,12 @@ def one_per_row(values: Any, name: str, rows: int, *, item: str, per: str, count
         raise ValueError(f"{name} has {arr.shape[0]} {counted or item + 's'} but there are {rows} {per}s; "
                          f"give one {item} per {per}")
     return arr
+
+
+def check_tile_precision(precision: Any, names: Any) -> str:
+    """A tile precision of the CPU engines, one of `names` (the core lists them:
+    ``_core.RETRIEVAL_PRECISIONS``), or a ValueError listing them."""
+    names = tuple(names)
+    if not isinstance(precision, str) or precision not in names:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, names))}, got {precision!r}")
+    return precision

@@ -12,7 +12,7 @@ import numpy as np
 
 from fastsas import _core
 from fastsas._badrows import bad_rows_error
-from fastsas._validate import as_embeddings, resolve_threads
+from fastsas._validate import as_embeddings, check_tile_precision, resolve_threads
 
 __all__ = ["HsicTerms", "NeighbourhoodResult", "Neighbours", "knn", "neighbourhood", "neighbourhood_scores"]
 
@@ -47,6 +47,9 @@ class Neighbours:
         Their cosine similarity (the canonical one: rows normalised in float64, stored in the
         input's precision, multiplied and summed in float64 in a fixed order). Equal
         similarities are ordered by the smaller index.
+    precision : str
+        How the similarity tiles were computed ("float32": the GEMM in the input's own
+        precision; "int8" / "bfloat16": a reduced-precision screen). The lists are the same.
 
     Examples
     --------
@@ -59,6 +62,7 @@ class Neighbours:
 
     index: np.ndarray
     similarity: np.ndarray
+    precision: str = "float32"
 
     @property
     def topk(self) -> int:
@@ -68,7 +72,7 @@ class Neighbours:
     def head(self, topk: int) -> "Neighbours":
         """The top-`topk` neighbours (a prefix of every list: exact, since lists are sorted)."""
         k = _check_topk(topk, self.topk + 1, what="the neighbours held")
-        return Neighbours(self.index[:, :k], self.similarity[:, :k])
+        return Neighbours(self.index[:, :k], self.similarity[:, :k], self.precision)
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ def _check_tile(tile: Any) -> int:
     return int(tile)
 
 
-def knn(x: Any, topk: int = 10, *, threads: int | None = None, tile: int | None = None) -> Neighbours:
+def knn(x: Any, topk: int = 10, *, threads: int | None = None, tile: int | None = None,
+        precision: str = "float32") -> Neighbours:
     """Exact top-k nearest neighbours of every row within `x` by cosine, self excluded.
 
     Parameters
@@ -162,6 +167,12 @@ def knn(x: Any, topk: int = 10, *, threads: int | None = None, tile: int | None 
         Worker threads (default: every core); the result does not depend on it.
     tile : int, optional
         Rows per block of the tiled GEMM (default: the core's); the result does not depend on it.
+    precision : {"float32", "auto", "int8", "bfloat16"}, default "float32"
+        How the similarity tiles are computed: "float32" the GEMM in the input's own precision;
+        "int8" (AVX512_VNNI) or "bfloat16" (AVX512_BF16) a reduced-precision screen whose
+        proven error bound decides which pairs are re-decided with the canonical similarity,
+        so the lists are the same (docs/definitions.md, "Reduced-precision screening");
+        "auto" the int8 screen, else bfloat16, else float32, by what this CPU has.
 
     Returns
     -------
@@ -173,7 +184,8 @@ def knn(x: Any, topk: int = 10, *, threads: int | None = None, tile: int | None 
     Raises
     ------
     ValueError
-        topk outside [1, n - 1], fewer than 2 rows, NaN/Inf or all-zero rows (named).
+        topk outside [1, n - 1], fewer than 2 rows, NaN/Inf or all-zero rows (named); a
+        precision that is unknown or needs instructions this CPU lacks.
     TypeError
         non-float input or a non-integer topk.
 
@@ -187,10 +199,11 @@ def knn(x: Any, topk: int = 10, *, threads: int | None = None, tile: int | None 
     a = as_embeddings(x, "x", min_rows=2)
     k = _check_topk(topk, a.shape[0])
     try:
-        r = _core.knn(a, k, _check_tile(tile), resolve_threads(threads), "x")
+        r = _core.knn(a, k, _check_tile(tile), resolve_threads(threads), "x",
+                      check_tile_precision(precision, _core.RETRIEVAL_PRECISIONS))
     except _core.BadRowsError as exc:
         raise bad_rows_error(exc, {"x": "x"}) from None
-    return Neighbours(r["index"], r["similarity"])
+    return Neighbours(r["index"], r["similarity"], str(r["precision"]))
 
 
 def _result(scores: dict[str, Any], n: int, topk: int, images: Neighbours | None,

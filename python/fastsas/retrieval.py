@@ -8,7 +8,7 @@ import numpy as np
 
 from fastsas import _core, _dispatch
 from fastsas._labels import encode_ids
-from fastsas._validate import as_embeddings, check_int, check_ks, resolve_threads
+from fastsas._validate import as_embeddings, check_int, check_ks, check_tile_precision, resolve_threads
 from fastsas.results import Metrics
 
 __all__ = ["PRECISIONS", "QUANTISATIONS", "ground_truth_codes", "quantisation_cost", "quantise", "rank_summary",
@@ -18,12 +18,6 @@ __all__ = ["PRECISIONS", "QUANTISATIONS", "ground_truth_codes", "quantisation_co
 # for the data and the CPU; "float32" is the GEMM in the input's own precision (float64 input
 # keeps float64); "bfloat16" and "int8" screen the tiles on CPUs with AVX512_BF16 / AVX512_VNNI.
 PRECISIONS = tuple(_core.RETRIEVAL_PRECISIONS)
-
-
-def _check_precision(precision: Any) -> str:
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
-    return precision
 
 
 def _check_tile(tile: Any) -> tuple[int, int]:
@@ -207,7 +201,7 @@ def retrieval(
     tile_rows, tile_cols = _check_tile(tile)
     core = _dispatch.retrieval_ranks(kind, x, y, icodes, tcodes, tile_rows=tile_rows, tile_cols=tile_cols,
                                      threads=resolve_threads(threads), topk=return_topk,
-                                     precision=_check_precision(precision))
+                                     precision=check_tile_precision(precision, PRECISIONS))
     screen = {key: core[key] for key in ("precision", "screened", "rechecked")}
     out = Metrics(rank_summary(core["image_ranks"], core["text_ranks"], ks, return_ranks), kind, screen=screen)
     if return_topk:

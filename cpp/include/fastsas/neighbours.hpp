@@ -9,6 +9,7 @@
 
 #include "fastsas/hsic.hpp"
 #include "fastsas/moments.hpp"
+#include "fastsas/screen.hpp"
 
 namespace fastsas {
 
@@ -34,9 +35,18 @@ namespace fastsas {
 // Memory: O(n topk) for the lists plus one tile per worker; never an n x n matrix.
 // Near-ties cost canonical similarities: on data with many exactly duplicated rows the work
 // grows towards n^2 d float64 operations, but the result stays exact.
+//
+// Reduced-precision tiles (screen.hpp). With precision int8 or bfloat16 the tiles are computed
+// by the screen kernels instead of the T-precision GEMM, and the band is the screen's proven
+// bound pair_error_bound() taken at the maxima of the packs' row norms and conversion errors
+// (it bounds |tile value - canonical similarity| for every pair). Everything else is the same
+// rule, so the lists are identical to the GEMM path's (wider band: more re-checks). kAuto
+// takes int8 when the CPU has AVX512_VNNI (and d <= kScreenInt8MaxDim), else bfloat16 when it
+// has AVX512_BF16, else the GEMM.
 struct KnnOptions {
-  Index tile = 0;  // rows per block (0: kKnnTile)
+  Index tile = 0;  // rows per block (0: kKnnTile; rounded up to kScreenCols for a screen)
   int threads = 1;
+  ScreenPrecision precision = ScreenPrecision::kNone;
 };
 
 struct KnnResult {
@@ -44,7 +54,13 @@ struct KnnResult {
   std::vector<std::int64_t> index;  // rows x topk, row-major, best first
   std::vector<double> similarity;   // the canonical similarity of each listed neighbour
   std::int64_t rechecked = 0;       // canonical similarities computed
+  ScreenPrecision precision = ScreenPrecision::kNone;  // how the tiles were computed
+  double band = 0;                  // the bound on |tile value - canonical similarity| used
 };
+
+// The tile precision a knn call with `requested` runs in on this CPU (kAuto resolved; an
+// explicit screen the CPU lacks raises std::invalid_argument naming the instructions).
+ScreenPrecision knn_precision(ScreenPrecision requested, Index d);
 
 inline constexpr Index kKnnTile = 1024;
 

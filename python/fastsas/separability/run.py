@@ -113,7 +113,7 @@ def separability(embeddings: Any, labels: Any, *, ks: Sequence[int] = (1, 5, 10)
                  blocks: int = 5, chunk_rows: int = 65536, probe: bool = True, cv: int = 5, probe_rows: int = 20000,
                  euclidean: bool | None = None, euclidean_rows: int = 20000, view: str | None = None,
                  view_rows: int = 2000, groups: Any = None, seed: int = 0,
-                 threads: int | None = None) -> SeparabilityResult:
+                 threads: int | None = None, precision: str = "float32") -> SeparabilityResult:
     """How well one set of embeddings separates its classes (docs/definitions.md, "Class separability").
 
     Parameters
@@ -145,6 +145,9 @@ def separability(embeddings: Any, labels: Any, *, ks: Sequence[int] = (1, 5, 10)
         Seed of the probe folds, samples and views.
     threads : int, optional
         Threads of the neighbour and distance kernels.
+    precision : {"float32", "auto", "int8", "bfloat16"}, optional
+        Tile precision of the k-NN neighbours (:func:`fastsas.knn`; the lists, and so the
+        accuracies, are the same in every precision: the screens only make them faster).
 
     Returns
     -------
@@ -191,7 +194,7 @@ def separability(embeddings: Any, labels: Any, *, ks: Sequence[int] = (1, 5, 10)
     row_pass = RowPass(state, float(shrinkage)).run(chunks())
     lda_predicted, cosine_s, pca = row_pass.result()
     pairs = pairwise_separations(state, float(shrinkage))
-    neighbours = knn(arr, topk=max(ks), threads=threads)
+    neighbours = knn(arr, topk=max(ks), threads=threads, precision=precision)
     knn_predicted = knn_accuracy(neighbours.index, codes, ks, c)
 
     summary: dict[str, Any] = {
@@ -202,6 +205,7 @@ def separability(embeddings: Any, labels: Any, *, ks: Sequence[int] = (1, 5, 10)
         "lda": dict(_accuracy(lda_predicted, codes), blocks=int(blocks),
                     block_accuracy=[float(np.mean((lda_predicted == codes)[b::blocks])) for b in range(blocks)]),
         "knn": {str(k): dict(_accuracy(p, codes), k=k) for k, p in knn_predicted.items()},
+        "knn_precision": neighbours.precision,
         "silhouette": {"cosine": float(np.mean(cosine_s)), "cosine_interval": _mean_interval(cosine_s)},
         "pca": {"explained_variance_ratio": row_pass.pca_explained.tolist(),
                 "class_means": ((state.class_means() - row_pass.pca_mean) @ row_pass.pca_axes).tolist()},
@@ -237,7 +241,7 @@ def separability(embeddings: Any, labels: Any, *, ks: Sequence[int] = (1, 5, 10)
             result.groups[str(value)] = separability(
                 arr[members], sub_labels, ks=ks, shrinkage=shrinkage, blocks=blocks, chunk_rows=chunk_rows,
                 probe=probe, cv=cv, probe_rows=probe_rows, euclidean=euclidean, euclidean_rows=euclidean_rows,
-                view=None, seed=seed, threads=threads)
+                view=None, seed=seed, threads=threads, precision=precision)
         summary["groups_skipped"] = [str(v) for v in group_values if str(v) not in result.groups]
     return result
 
