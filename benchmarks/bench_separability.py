@@ -2,6 +2,7 @@
 scikit-learn in the same run.
 
     python benchmarks/bench_separability.py --n 1000000 --d 768 --classes 20 --knn-n 20000
+    python benchmarks/bench_separability.py --n 1000000 --only-knn --fastsas-knn-n 100000  # firmer projection
 
 Rows:
 - moments part (fastsas): the two streaming passes of fs.separability's moment measures at
@@ -90,16 +91,28 @@ def main() -> None:
     p.add_argument("--numpy-n", type=int, default=200_000, help="rows of the NumPy / sklearn LDA baselines")
     p.add_argument("--sklearn-sil-n", type=int, default=20_000, help="rows of sklearn's silhouette_score")
     p.add_argument("--knn-n", type=int, default=20_000, help="rows of the timed k-NN part (both engines)")
+    p.add_argument("--fastsas-knn-n", type=int, default=None,
+                   help="rows of the fastsas k-NN part (default --knn-n; larger makes the projection firmer)")
+    p.add_argument("--precision", default="float32", help="tile precision of fs.knn (float32, auto, int8, bfloat16)")
+    p.add_argument("--only-knn", action="store_true", help="time the k-NN parts only")
     p.add_argument("--topk", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    from sklearn.metrics import silhouette_score
-    from sklearn.neighbors import KNeighborsClassifier
 
     print(f"machine: {machine()}")
     t_gen, (x, codes) = timed(lambda: make_data(a.n, a.d, a.classes, a.seed))
     print(f"data: {a.n:,} x {a.d} float32, {a.classes} classes (generated in {t_gen:.1f} s)")
+    rows = []
+    if not a.only_knn:
+        rows += moments_rows(a, x, codes)
+    rows += knn_rows(a, x, codes)
+    print(table(rows, ("step", "n", "seconds", "notes")))
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+def moments_rows(a, x, codes) -> list:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.metrics import silhouette_score
     rows = []
     t_mom, (fisher, _, lda_acc, sil) = timed(lambda: moments_part(x, codes, a.classes, a.blocks, a.chunk))
     flops = 2.0 * a.n * a.d * a.d
@@ -120,19 +133,27 @@ def main() -> None:
     rows.append(("cosine silhouette (scikit-learn)", f"{s:,}", f"{t_sil_sk:.2f}", f"{sil_sk:.6f}"))
     rows.append(("fs.separability, no probe/Euclidean (incl. 1-NN)", f"{s:,}", f"{t_sil_fs:.2f}",
                  f"cos silhouette {r_s['silhouette']['cosine']:.6f}"))
+    return rows
+
+
+def knn_rows(a, x, codes) -> list:
+    from sklearn.neighbors import KNeighborsClassifier
+    rows = []
+    for k in sorted({min(a.knn_n, a.n), min(a.fastsas_knn_n or a.knn_n, a.n)}):
+        xk, ck = x[:k], codes[:k]
+        t_knn, nb = timed(lambda: fs.knn(xk, topk=a.topk, precision=a.precision))
+        acc = knn_accuracy(nb.index, ck, (1, 5, a.topk), a.classes)
+        projected = t_knn * (a.n / k) ** 2
+        rows.append((f"k-NN part (fastsas fs.knn {nb.precision} + vote)", f"{k:,}", f"{t_knn:.2f}",
+                     f"{2.0 * k * k * a.d / t_knn / 1e9:.0f} GFLOP/s nominal; projected to {a.n:,}: "
+                     f"{projected / 3600:.2f} h; acc@{a.topk} {np.mean(acc[a.topk] == ck):.4f}"))
     k = min(a.knn_n, a.n)
     xk, ck = x[:k], codes[:k]
-    t_knn, acc = timed(lambda: knn_accuracy(fs.knn(xk, topk=a.topk).index, ck, (1, 5, a.topk), a.classes))
-    projected = t_knn * (a.n / k) ** 2
-    rows.append(("k-NN part (fastsas fs.knn + vote)", f"{k:,}", f"{t_knn:.2f}",
-                 f"{2.0 * k * k * a.d / t_knn / 1e9:.0f} GFLOP/s nominal; projected to {a.n:,}: "
-                 f"{projected / 3600:.2f} h; acc@{a.topk} {np.mean(acc[a.topk] == ck):.4f}"))
     clf = KNeighborsClassifier(n_neighbors=a.topk + 1, metric="cosine", algorithm="brute").fit(xk, ck)
     t_sk, _ = timed(lambda: clf.kneighbors(xk))
     rows.append(("k-NN (scikit-learn brute cosine kneighbors)", f"{k:,}", f"{t_sk:.2f}",
                  f"projected to {a.n:,}: {t_sk * (a.n / k) ** 2 / 3600:.2f} h"))
-    print(table(rows, ("step", "n", "seconds", "notes")))
-    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+    return rows
 
 
 if __name__ == "__main__":

@@ -258,6 +258,35 @@ def test_cli_separability_writes_the_library_result(digits, tmp_path, capsys):
     assert "no such metadata column" in capsys.readouterr().err
 
 
+def test_cli_overlay_bias_writes_the_library_result_and_a_report(digits, tmp_path, capsys):
+    import json
+    from fastsas.cli import main
+    from fastsas.store import EmbeddingStore
+    x, y = digits
+    x, y = x[:400].astype(np.float32), y[:400]
+    # "overlaid": every image moved toward one direction (the overlay's pull), the texts kept
+    pull = np.random.default_rng(5).normal(size=x.shape[1]).astype(np.float32)
+    z = x + 0.6 * np.linalg.norm(x, axis=1, keepdims=True) * pull / np.linalg.norm(pull)
+    EmbeddingStore.build(tmp_path / "clean", x, x[:, ::-1].copy(), metadata={"digit": y.astype(np.int64)})
+    EmbeddingStore.build(tmp_path / "over", z, x[:, ::-1].copy(), metadata={"digit": y.astype(np.int64)})
+    out = tmp_path / "out"
+    assert main(["overlay-bias", str(tmp_path / "clean"), str(tmp_path / "over"), "--labels", "digit", "--ks", "1,3",
+                 "--no-probe", "--out", str(out), "--format", "json,md,html", "--quiet"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "cosine shift mean" in printed and "k-NN flips" in printed
+    doc = json.loads((out / "separability.json").read_text())
+    expected = fs.overlay_bias(x, z, y, ks=(1, 3), probe=False)
+    assert doc["overlay"]["shift"]["mean"] == pytest.approx(expected["shift"]["mean"], rel=1e-12)
+    assert doc["overlay"]["shift"]["mean"] > 0.05
+    assert doc["overlay"]["knn_flips"] == expected["knn_flips"]
+    md, html = (out / "separability.md").read_text(), (out / "separability.html").read_text()
+    for text in (md, html):
+        assert "Overlaid-text bias (400 images)" in text and "k-NN predictions flipped (k=3)" in text
+    assert main(["overlay-bias", str(tmp_path / "clean"), str(tmp_path / "over"), "--labels", "nope", "--quiet",
+                 "--out", str(out)]) == 2
+    assert "no such metadata column" in capsys.readouterr().err
+
+
 def test_report_section_with_views(tmp_path):
     import json
     from fastsas.report.separability import write_separability

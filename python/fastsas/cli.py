@@ -592,6 +592,52 @@ def separability(
         out_console.print(f"  {fmt}: {path}")
 
 
+@app.command("overlay-bias")
+def overlay_bias_command(
+    clean: Path = typer.Argument(..., help="embedding store of the images as they are"),
+    overlaid: Path = typer.Argument(..., help="embedding store of the same images with text overlaid "
+                                              "(fastsas embed --overlay)"),
+    labels: str = typer.Option(..., help="metadata column of class labels of the clean store"),
+    ks: str = typer.Option("1,5,10", help="comma-separated k of the leave-one-out k-NN classifiers"),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="the logistic-regression probe and its flips"),
+    cv: int = typer.Option(5, help="stratified folds of the probe"),
+    seed: int = typer.Option(0, help="seed of the probe folds"),
+    out: Path = typer.Option(Path("fastsas-overlay"), help="directory for separability.json/.md/.html"),
+    formats: str = typer.Option("json", "--format", help="comma-separated report formats: html, json, md"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Overlaid-text bias: how far text burned into the images moves their embeddings, how
+    many k-NN and probe predictions flip, how separability changes, and whether images are
+    pulled toward the overlay string's own embedding (docs/definitions.md, "Class separability")."""
+    try:
+        k_values = [int(v) for v in _split_list(ks, "--ks")]
+    except ValueError:
+        raise UserError(f"--ks must be comma-separated integers, got {ks!r}") from None
+    fmts = _formats(formats)
+    with Steps(not quiet and not as_json).step("overlaid-text bias"):
+        try:
+            bias = fs.overlay_bias(str(clean), str(overlaid), labels, ks=k_values, probe=probe, cv=cv, seed=seed)
+        except ValueError as exc:
+            raise UserError(str(exc).replace("labels", "--labels", 1)) from None
+    document = {"labels": labels, "modalities": {}, "overlay": bias}
+    paths = write_separability(document, out, fmts if "json" in fmts else ("json",) + fmts)
+    if as_json:
+        print(dumps(document, indent=2))
+        return
+    sh = bias["shift"]
+    flips = ", ".join(f"k={k}: {v:.4f}" for k, v in bias["knn_flips"].items())
+    out_console.print(f"{bias['rows']:,} images: cosine shift mean {sh['mean']:.4g} "
+                      f"({sh['share_of_between_class']:.3g} of the between-class distance); k-NN flips {flips}"
+                      + (f"; probe flips {bias['probe_flips']:.4f}" if "probe_flips" in bias else ""), highlight=False)
+    if "pull" in bias:
+        p = bias["pull"]
+        out_console.print(f"  similarity to the overlay text: {p['clean_similarity']:.4f} -> "
+                          f"{p['overlaid_similarity']:.4f}", highlight=False)
+    for fmt, path in paths.items():
+        out_console.print(f"  {fmt}: {path}")
+
+
 _EMBED_EPILOG = ("Model families (recognised from the directory's files): clip, siglip, siglip2, align, "
                  "chinese_clip, any transformers dual encoder, open_clip checkpoints (BiomedCLIP; the openclip "
                  "extra). Nothing is downloaded and no code from the model directory is run.")

@@ -67,6 +67,31 @@ def separability_figure(F: Figures, r: Mapping, title: str) -> Any | None:
     return fig
 
 
+def _overlay_rows(o: Mapping) -> list[tuple[str, str, str]]:
+    """(measure, value, what it says) rows of an ``fs.overlay_bias`` result."""
+    sh = o["shift"]
+    rows = [("cosine shift 1 - cos(clean, overlaid), mean", format_value(sh["mean"]),
+             "how far the overlay moves an image's embedding (0: not at all)"),
+            ("cosine shift, median / max", f"{format_value(sh['median'])} / {format_value(sh['max'])}", ""),
+            ("mean cosine distance between class means", format_value(sh["between_class_cosine_distance"]),
+             "the scale the shift is compared with"),
+            ("shift as a share of the between-class distance", format_value(sh["share_of_between_class"]),
+             "near 1 or above: the overlay moves images as far as a change of class")]
+    rows += [(f"k-NN predictions flipped (k={k})", format_value(v), "share of rows whose leave-one-out class changes")
+             for k, v in o.get("knn_flips", {}).items()]
+    if "probe_flips" in o:
+        rows.append(("probe predictions flipped", format_value(o["probe_flips"]),
+                     "share of held-out rows the clean-trained probe classifies differently once overlaid"))
+    rows += [(f"change of {m} (overlaid - clean)", format_value(v), "") for m, v in o["separability"]["change"].items()]
+    if "pull" in o:
+        p = o["pull"]
+        rows += [("similarity to the overlay text, clean -> overlaid",
+                  f"{format_value(p['clean_similarity'])} -> {format_value(p['overlaid_similarity'])}",
+                  "a rise: the image embedding is pulled toward the embedded string"),
+                 ("share of rows closer to the overlay text", format_value(p["share_rows_closer"]), "")]
+    return rows
+
+
 def separability_markdown(doc: Mapping) -> str:
     lines = [f"# fastsas separability ({doc.get('labels', 'labels')})", ""]
     for name, r in doc["modalities"].items():
@@ -77,6 +102,11 @@ def separability_markdown(doc: Mapping) -> str:
         for g, gr in r.get("groups", {}).items():
             lines.append(f"- group {g}: Fisher {format_value(gr['fisher_ratio'])}, LDA {format_value(gr['lda']['accuracy'])}, "
                          f"silhouette (cosine) {format_value(gr['silhouette']['cosine'])}")
+        lines.append("")
+    if doc.get("overlay"):
+        lines += [f"## Overlaid-text bias ({doc['overlay']['rows']:,} images)", "", "| measure | value | meaning |",
+                  "|---|---|---|"]
+        lines += [f"| {m} | {v} | {w} |" for m, v, w in _overlay_rows(doc["overlay"])]
         lines.append("")
     if doc.get("table"):
         lines += ["## Models x datasets", "", "| model | dataset | Fisher | LDA | k-NN | silhouette (cosine) |",
@@ -118,6 +148,10 @@ def separability_html(doc: Mapping) -> str:
                 parts.append(_figure_html(F, fig, f"separability-{name}", f"2-D views of the {name}",
                                           "PCA from the moments (a stratified sample of the rows drawn) and, when "
                                           "asked, UMAP or t-SNE of a seeded stratified sample; colour = class."))
+    if doc.get("overlay"):
+        parts.append(f"<h2>Overlaid-text bias ({doc['overlay']['rows']:,} images)</h2>")
+        parts.append(_table(["measure", "value", "meaning"], _overlay_rows(doc["overlay"]),
+                            caption="The same images embedded without and with the overlaid text"))
     if doc.get("table"):
         parts.append("<h2>Models x datasets</h2>")
         parts.append(_table(["model", "dataset", "Fisher", "LDA (95%)", "k-NN (95%)", "silhouette cosine (95%)"],
@@ -138,7 +172,7 @@ def write_separability(doc: Mapping, out_dir: str | os.PathLike, formats: Any = 
     ----------
     doc : dict
         ``{"labels": column name, "modalities": {name: SeparabilityResult.to_dict(points=True)},
-        "table": separability_table(...) (optional)}``.
+        "table": separability_table(...) (optional), "overlay": fs.overlay_bias(...) (optional)}``.
     out_dir : str or os.PathLike
         The folder (created if missing).
     formats : str or sequence of str

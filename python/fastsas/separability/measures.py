@@ -126,18 +126,20 @@ class RowPass:
         x64 = np.asarray(x, dtype=np.float64)
         codes = np.asarray(codes, dtype=np.int64)
         m = x64.shape[0]
-        block = (self.next_row + np.arange(m)) % self.state.blocks
+        blocks = self.state.blocks
         prediction = np.empty(m, dtype=np.int64)
         for b, (coef, intercept) in enumerate(self.models):
-            rows = block == b
-            if np.any(rows):
-                prediction[rows] = np.argmax(x64[rows] @ coef.T + intercept, axis=1)
+            # Rows of block b in this chunk: every blocks-th from the first whose global
+            # position is b mod blocks (a strided view BLAS reads without a copy).
+            first = (b - self.next_row) % blocks
+            if first < m:
+                prediction[first::blocks] = np.argmax(x64[first::blocks] @ coef.T + intercept, axis=1)
         norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
-        units = x64 / np.where(norms > 0, norms, 1.0)[:, None]
-        dots = units @ self.unit_sums.T
+        inverse_norms = 1.0 / np.where(norms > 0, norms, 1.0)
+        dots = (x64 @ self.unit_sums.T) * inverse_norms[:, None]  # u_i . (class sums of unit rows)
         sums = self.counts[None, :] - dots  # sum over the class of (1 - u_i . u_j)
         rows = np.arange(m)
-        sums[rows, codes] -= 1.0 - np.einsum("ij,ij->i", units, units)  # the row itself
+        sums[rows, codes] -= 1.0 - (norms * inverse_norms) ** 2  # the row itself (1 - u_i . u_i)
         self.predictions.append(prediction)
         self.silhouettes.append(silhouette_from_sums(sums, codes, self.counts))
         self.coordinates.append(((x64 - self.pca_mean) @ self.pca_axes).astype(np.float32))

@@ -73,37 +73,41 @@ class ClassMoments:
         m = x.shape[0]
         if m == 0:
             return self
-        x64 = x.astype(np.float64, copy=False)
-        if not np.all(np.isfinite(x64)):
+        if not np.all(np.isfinite(x)):
             raise ValueError("x has non-finite values (NaN or Inf); drop or repair those rows")
-        if self.shift is None:
-            self.shift = x64.mean(axis=0)
-        centred = x64 - self.shift
-        norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
-        units = x64 / np.where(norms > 0, norms, 1.0)[:, None]
         block = (self.next_row + np.arange(m)) % self.blocks
         group = block * self.n_classes + codes.astype(np.int64)
         groups = self.blocks * self.n_classes
-        # Per-(block, class) sums as segment sums of the rows sorted by group: O(m d), where
-        # a one-hot product would cost O(m d B C).
+        # The rows sorted by group = block * C + class, gathered once (in the input's dtype,
+        # then converted): every (block, class) is a contiguous slice, and so is every block,
+        # so the per-group sums are BLAS products of slices and the per-block scatter a SYRK
+        # of a slice, with no mask copies (O(m d) passes plus the scatter's m d^2).
         order = np.argsort(group, kind="stable")
+        rows = x[order].astype(np.float64)
+        if self.shift is None:
+            self.shift = rows.mean(axis=0)
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        inverse_norms = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)  # unit of 0 is 0
         sorted_groups = group[order]
         starts = np.concatenate(([0], np.flatnonzero(np.diff(sorted_groups)) + 1))
-        present = sorted_groups[starts]
-        flat_sums = self.sums.reshape(groups, self.dim)
-        flat_units = self.unit_sums.reshape(groups, self.dim)
         ends = np.concatenate((starts[1:], [m]))
-        sorted_centred, sorted_units = centred[order], units[order]
-        for g, a, b in zip(present.tolist(), starts.tolist(), ends.tolist()):
-            flat_sums[g] += sorted_centred[a:b].sum(axis=0)
-            flat_units[g] += sorted_units[a:b].sum(axis=0)
+        present = sorted_groups[starts].tolist()
+        flat_units = self.unit_sums.reshape(groups, self.dim)
+        for g, a, b in zip(present, starts.tolist(), ends.tolist()):
+            flat_units[g] += inverse_norms[a:b] @ rows[a:b]  # sum of the unit rows, one GEMV
+        rows -= self.shift  # centred in place
+        flat_sums = self.sums.reshape(groups, self.dim)
+        ones = np.ones(m)
+        for g, a, b in zip(present, starts.tolist(), ends.tolist()):
+            flat_sums[g] += ones[a:b] @ rows[a:b]
         self.counts += np.bincount(group, minlength=groups).reshape(self.blocks, self.n_classes)
-        self.square_norms += np.bincount(group, weights=np.einsum("ij,ij->i", centred, centred),
+        self.square_norms += np.bincount(sorted_groups, weights=np.einsum("ij,ij->i", rows, rows),
                                          minlength=groups).reshape(self.blocks, self.n_classes)
+        block_starts = np.searchsorted(sorted_groups, np.arange(self.blocks + 1) * self.n_classes)
         for b in range(self.blocks):
-            rows = centred[block == b]
-            if rows.shape[0]:
-                self.scatter[b] += rows.T @ rows
+            part = rows[block_starts[b]:block_starts[b + 1]]
+            if part.shape[0]:
+                self.scatter[b] += part.T @ part  # NumPy's SYRK for a.T @ a
         self.next_row += m
         return self
 
