@@ -256,6 +256,9 @@ def test_cli_separability_writes_the_library_result(digits, tmp_path, capsys):
     assert set(doc["modalities"]) == {"images", "texts"}
     assert main(["separability", str(tmp_path / "store"), "--labels", "nope", "--quiet", "--out", str(out)]) == 2
     assert "no such metadata column" in capsys.readouterr().err
+    assert main(["separability", str(tmp_path / "store"), "--labels", "digit", "--precision", "fp16", "--quiet",
+                 "--out", str(out)]) == 2
+    assert "--precision must be one of 'auto', 'float32', 'bfloat16', 'int8'" in capsys.readouterr().err
 
 
 def test_cli_overlay_bias_writes_the_library_result_and_a_report(digits, tmp_path, capsys):

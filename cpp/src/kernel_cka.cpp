@@ -155,9 +155,13 @@ void kernel_row(const T* products, const T* minus_g_col, T minus_g_row, T two_g,
   Map(scratch.data(), arg.size()) = Map(z, arg.size()).exp();
   const T* __restrict e = scratch.data();
   const T near = static_cast<T>(kNearPilot);
+  // Below the normal range exp is 0 by definition: Eigen's vectorised exp clamps its argument
+  // (to about -88.4 for float in its AVX2 code: 1.2e-38, not 0) and other SIMD paths flush or
+  // keep subnormals, so without this cut an underflowed kernel would depend on the CPU.
+  const T lowest = static_cast<T>(std::log(static_cast<double>(std::numeric_limits<T>::min())));
   for (Index j = 0; j < cols; ++j) {
     const T w = z[j] - pilot;
-    z[j] = std::abs(w) <= near ? offset * expm1_small(w) : e[j] - offset;
+    z[j] = std::abs(w) <= near ? offset * expm1_small(w) : (z[j] < lowest ? T(0) : e[j]) - offset;
   }
 }
 

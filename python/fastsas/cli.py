@@ -538,6 +538,8 @@ def separability(
     view: str = typer.Option("none", help="2-D view of a stratified sample: none, auto (UMAP if installed, else "
                                           "t-SNE), umap or tsne (PCA of all rows is always computed)"),
     seed: int = typer.Option(0, help="seed of the probe folds, samples and views"),
+    precision: str = typer.Option("float32", help="tile precision of the k-NN neighbours: float32, auto, int8 or "
+                                                  "bfloat16 (the screens need AVX-512; the lists are the same)"),
     out: Path = typer.Option(Path("fastsas-separability"), help="directory for separability.json/.md/.html"),
     formats: str = typer.Option("json", "--format", help="comma-separated report formats: html, json, md"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
@@ -571,9 +573,12 @@ def separability(
                 options = {} if shrinkage is None else {"shrinkage": shrinkage}
                 results[name] = fs.separability(np.asarray(sets[name]), label_values, ks=k_values, probe=probe, cv=cv,
                                                 view=None if view == "none" else view, groups=group_values,
-                                                seed=seed, **options).to_dict(points="html" in fmts)
+                                                seed=seed, precision=precision,
+                                                **options).to_dict(points="html" in fmts)
             except ValueError as exc:
-                raise UserError(str(exc).replace("labels", "--labels", 1)) from None
+                message = str(exc)
+                raise UserError(message.replace("precision", "--precision", 1) if message.startswith("precision")
+                                else message.replace("labels", "--labels", 1)) from None
     document = {"labels": labels, "group_by": group_by, "modalities": results}
     paths = write_separability(document, out, fmts if "json" in fmts else ("json",) + fmts)
     if as_json:
