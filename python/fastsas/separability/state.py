@@ -83,7 +83,7 @@ class ClassMoments:
         # so the per-group sums are BLAS products of slices and the per-block scatter a SYRK
         # of a slice, with no mask copies (O(m d) passes plus the scatter's m d^2).
         order = np.argsort(group, kind="stable")
-        rows = x[order].astype(np.float64)
+        rows = x[order].astype(np.float64, copy=False)  # x[order] is already a copy
         if self.shift is None:
             self.shift = rows.mean(axis=0)
         norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
