@@ -83,6 +83,14 @@ class Steps:
 
 
 # -- inputs ------------------------------------------------------------------------------------
+def _ks_option(value: str) -> list[int]:
+    """The integers of a comma-separated --ks option, or a UserError naming it."""
+    try:
+        return [int(v) for v in _split_list(value, "--ks")]
+    except ValueError:
+        raise UserError(f"--ks must be comma-separated integers, got {value!r}") from None
+
+
 def _split_list(value: str, name: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
@@ -552,10 +560,7 @@ def separability(
         raise UserError(f"--modality must be images, texts or both, got {modality!r}")
     if view not in ("none", "auto", "umap", "tsne"):
         raise UserError(f"--view must be none, auto, umap or tsne, got {view!r}")
-    try:
-        k_values = [int(v) for v in _split_list(ks, "--ks")]
-    except ValueError:
-        raise UserError(f"--ks must be comma-separated integers, got {ks!r}") from None
+    k_values = _ks_option(ks)
     fmts = _formats(formats)
     if not archive:
         raise UserError("give an archive (an embedding store, .npz or .parquet, or two .npy files)")
@@ -615,10 +620,7 @@ def overlay_bias_command(
     """Overlaid-text bias: how far text burned into the images moves their embeddings, how
     many k-NN and probe predictions flip, how separability changes, and whether images are
     pulled toward the overlay string's own embedding (docs/definitions.md, "Class separability")."""
-    try:
-        k_values = [int(v) for v in _split_list(ks, "--ks")]
-    except ValueError:
-        raise UserError(f"--ks must be comma-separated integers, got {ks!r}") from None
+    k_values = _ks_option(ks)
     fmts = _formats(formats)
     with Steps(not quiet and not as_json).step("overlaid-text bias"):
         try:
