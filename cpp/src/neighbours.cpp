@@ -311,14 +311,7 @@ ScreenPrecision knn_precision(ScreenPrecision requested, Index d) {
     if (int8) return ScreenPrecision::kInt8;
     return screen_supported(ScreenPrecision::kBFloat16) ? ScreenPrecision::kBFloat16 : ScreenPrecision::kNone;
   }
-  if (requested == ScreenPrecision::kNone) return requested;
-  if (!screen_supported(requested))
-    throw std::invalid_argument(std::string("precision '") + screen_precision_name(requested) + "' needs a CPU with " +
-                                (requested == ScreenPrecision::kInt8 ? "AVX512_VNNI" : "AVX512_BF16") +
-                                ", which this one lacks; use precision 'auto' or 'float32'");
-  if (requested == ScreenPrecision::kInt8 && !int8)
-    throw std::invalid_argument("precision 'int8' needs d <= " + std::to_string(kScreenInt8MaxDim) + ", got " +
-                                std::to_string(d));
+  require_screen(requested, d);
   return requested;
 }
 

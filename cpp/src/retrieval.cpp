@@ -887,13 +887,7 @@ ScreenPrecision resolve_precision(ScreenPrecision requested, Index d, bool topk)
   if (topk)
     throw std::invalid_argument(std::string("top-k lists need precision 'float32' or 'auto' (their similarities are "
                                             "tile values), not '") + screen_precision_name(requested) + "'");
-  if (!screen_supported(requested))
-    throw std::invalid_argument(std::string("precision '") + screen_precision_name(requested) + "' needs a CPU with " +
-                                (requested == ScreenPrecision::kInt8 ? "AVX512_VNNI" : "AVX512_BF16") +
-                                ", which this one lacks; use precision 'auto' or 'float32'");
-  if (requested == ScreenPrecision::kInt8 && d > kScreenInt8MaxDim)
-    throw std::invalid_argument("precision 'int8' needs d <= " + std::to_string(kScreenInt8MaxDim) + ", got " +
-                                std::to_string(d));
+  require_screen(requested, d);
   return requested;
 }
 

@@ -248,6 +248,17 @@ template ScreenPack pack_screen_rows(const double*, Index, Index, ScreenPrecisio
 //     from float32 underflow).
 // The sum is widened by 2^-20 relative and 2^-60 absolute for the float64 evaluation of
 // this formula. Callers add the rounding of their thresholds to float32 themselves.
+void require_screen(ScreenPrecision p, Index d) {
+  if (p == ScreenPrecision::kAuto || p == ScreenPrecision::kNone) return;
+  if (!screen_supported(p))
+    throw std::invalid_argument(std::string("precision '") + screen_precision_name(p) + "' needs a CPU with " +
+                                (p == ScreenPrecision::kInt8 ? "AVX512_VNNI" : "AVX512_BF16") +
+                                ", which this one lacks; use precision 'auto' or 'float32'");
+  if (p == ScreenPrecision::kInt8 && d > kScreenInt8MaxDim)
+    throw std::invalid_argument("precision 'int8' needs d <= " + std::to_string(kScreenInt8MaxDim) + ", got " +
+                                std::to_string(d));
+}
+
 double pair_error_bound(ScreenPrecision precision, Index d, double na, double qa, double ea, double nb, double qb,
                         double eb) {
   const double u = 0x1p-24;

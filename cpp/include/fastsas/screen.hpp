@@ -57,6 +57,10 @@ const char* screen_precision_name(ScreenPrecision p);  // "auto", "float32", "bf
 // with cpuid at run time, independent of the flags the library was compiled with.
 bool screen_supported(ScreenPrecision p);
 
+// Refuses an explicit screen (kBFloat16, kInt8) this CPU cannot run at dimension d with
+// std::invalid_argument naming the missing instructions or the limit; kAuto and kNone pass.
+void require_screen(ScreenPrecision p, Index d);
+
 // Micro-tile shape of the kernels: rows of A per micro-tile, columns (rows of B) per micro-tile.
 inline constexpr Index kScreenRows = 8;
 inline constexpr Index kScreenCols = 32;
