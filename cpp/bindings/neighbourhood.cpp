@@ -37,6 +37,18 @@ py::dict knn_dict(fastsas::KnnResult&& r) {
   d["rechecked"] = r.rechecked;
   d["precision"] = std::string(fastsas::screen_precision_name(r.precision));
   d["band"] = r.band;
+  if (r.choice.queries > 0) {  // what precision 'auto' measured
+    const fastsas::KnnTileChoice& c = r.choice;
+    py::dict choice;
+    choice["queries"] = c.queries;
+    choice["band"] = py::dict(py::arg("int8") = c.band_int8, py::arg("bfloat16") = c.band_bfloat16,
+                              py::arg("gemm") = c.band_gemm);
+    choice["rechecks"] = py::dict(py::arg("int8") = c.rechecks_int8, py::arg("bfloat16") = c.rechecks_bfloat16,
+                                  py::arg("gemm") = c.rechecks_gemm);
+    choice["cost"] = py::dict(py::arg("int8") = c.cost_int8, py::arg("bfloat16") = c.cost_bfloat16,
+                              py::arg("gemm") = c.cost_gemm);
+    d["choice"] = choice;
+  }
   d["index"] = array_from_vector(std::move(r.index), r.rows, r.topk);
   d["similarity"] = array_from_vector(std::move(r.similarity), r.rows, r.topk);
   return d;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -277,7 +278,129 @@ class KnnEngine {
   std::vector<std::mutex> locks_;
 };
 
+// Relative costs in the k-NN engine (measured at 30,000 x 768 on AVX-512, 2 cores, with ~10
+// re-checks per row: int8 2.7, bfloat16 2.6, float32 8.8 ns per pair of the triangle, and
+// ~70 ns per canonical re-check). The int8 kernels' faster products do not show here: the
+// tile's conversion and threshold scans cost as much as the products.
+constexpr double kKnnCostScreenTile = 1.0, kKnnCostGemmTile = 3.3, kKnnCostRecheck = 27.0;
+constexpr Index kKnnSampleGallery = 4096;  // rows packed for the screens' error maxima
+constexpr Index kKnnSampleTile = 4096;     // columns per sample tile
+
+// Per sampled query, every similarity at or above its running k-th largest minus `margin`
+// (so every value that matters for a band of up to margin / 2), self excluded.
+template <class T>
+struct SampleCandidates {
+  Index k;
+  T margin;
+  std::vector<std::vector<T>> kept;  // per query
+  std::vector<T> floor;              // per query: values below it cannot matter
+  std::vector<size_t> pruned_at;     // per query: size after the last pruning
+
+  SampleCandidates(Index queries, Index topk, double margin_)
+      : k(topk),
+        margin(static_cast<T>(margin_)),
+        kept(static_cast<size_t>(queries)),
+        floor(static_cast<size_t>(queries), -std::numeric_limits<T>::infinity()),
+        pruned_at(static_cast<size_t>(queries), 0) {}
+
+  T kth(std::vector<T>& v) const {
+    std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<T>());
+    return v[static_cast<size_t>(k - 1)];
+  }
+
+  void add(Index s, Index self, Index j0, const T* values, Index cols) {
+    std::vector<T>& v = kept[static_cast<size_t>(s)];
+    const T f = floor[static_cast<size_t>(s)];
+    for (Index j = 0; j < cols; ++j)
+      if (values[j] >= f && j0 + j != self) v.push_back(values[j]);
+    if (static_cast<Index>(v.size()) > k && v.size() > 2 * pruned_at[static_cast<size_t>(s)] + 64) {
+      floor[static_cast<size_t>(s)] = kth(v) - margin;
+      v.erase(std::remove_if(v.begin(), v.end(), [&](T x) { return x < floor[static_cast<size_t>(s)]; }), v.end());
+      pruned_at[static_cast<size_t>(s)] = v.size();
+    }
+  }
+};
+
 }  // namespace
+
+template <class T>
+KnnTileChoice knn_tile_choice(const T* rows, Index n, Index d, Index topk, int threads) {
+  KnnTileChoice out;
+  const bool has8 = screen_supported(ScreenPrecision::kInt8) && d <= kScreenInt8MaxDim;
+  const bool has16 = screen_supported(ScreenPrecision::kBFloat16);
+  out.precision = ScreenPrecision::kNone;
+  if (!has8 && !has16) return out;
+  if (n < kKnnChoiceMinRows) {
+    out.precision = has16 ? ScreenPrecision::kBFloat16 : ScreenPrecision::kInt8;
+    return out;
+  }
+  // Sample: evenly spaced queries, 1/64 of the rows up to 256 (the measurement costs at most
+  // 1/32 of the tiles' work), and evenly spaced rows for the bands' error maxima.
+  out.queries = std::min<Index>(256, n / 64);
+  const Index queries = out.queries, gallery = std::min(n, kKnnSampleGallery);
+  std::vector<T> qs(static_cast<size_t>(queries * d)), gs(static_cast<size_t>(gallery * d));
+  std::vector<Index> self(static_cast<size_t>(queries));
+  for (Index s = 0; s < queries; ++s) {
+    self[static_cast<size_t>(s)] = n * s / queries;
+    std::copy(rows + self[static_cast<size_t>(s)] * d, rows + (self[static_cast<size_t>(s)] + 1) * d,
+              qs.begin() + s * d);
+  }
+  for (Index g = 0; g < gallery; ++g)
+    std::copy(rows + (n * g / gallery) * d, rows + (n * g / gallery + 1) * d, gs.begin() + g * d);
+  const auto band_of = [&](ScreenPrecision p) {
+    const ScreenPack a = pack_screen_rows(qs.data(), queries, d, p, ScreenSide::kA, 1);
+    const ScreenPack b = pack_screen_rows(gs.data(), gallery, d, p, ScreenSide::kB, 1);
+    return pair_error_bound(p, d, std::max(a.max_norm, b.max_norm), std::max(a.max_qnorm, b.max_qnorm),
+                            std::max(a.max_err, b.max_err), b.max_norm, b.max_qnorm, b.max_err);
+  };
+  out.band_int8 = has8 ? band_of(ScreenPrecision::kInt8) : 0.0;
+  out.band_bfloat16 = has16 ? band_of(ScreenPrecision::kBFloat16) : 0.0;
+  out.band_gemm = exact::tile_error_bound<T>(d);
+  const double widest = std::max({out.band_int8, out.band_bfloat16, out.band_gemm});
+
+  const Index tiles = (n + kKnnSampleTile - 1) / kKnnSampleTile;
+  const int workers = static_cast<int>(std::max<Index>(1, std::min<Index>(threads, tiles)));
+  std::vector<SampleCandidates<T>> parts(static_cast<size_t>(workers), SampleCandidates<T>(queries, topk, 2.0 * widest));
+  std::vector<std::vector<T>> tile(static_cast<size_t>(workers));
+  parallel_for(workers, static_cast<long>(tiles), [&](long t, int wid) {
+    const Index j0 = t * kKnnSampleTile, cols = std::min(kKnnSampleTile, n - j0);
+    std::vector<T>& values = tile[static_cast<size_t>(wid)];
+    values.resize(static_cast<size_t>(queries * cols));
+    detail::gemm_nt(queries, cols, d, qs.data(), d, rows + j0 * d, d, values.data(), cols);
+    for (Index s = 0; s < queries; ++s)
+      parts[static_cast<size_t>(wid)].add(s, self[static_cast<size_t>(s)], j0, values.data() + s * cols, cols);
+  });
+  // Each worker kept every value within the margin of its own k-th largest, which is at most
+  // the query's: together they hold every value that counts.
+  double inside8 = 0, inside16 = 0, inside_gemm = 0;
+  for (Index s = 0; s < queries; ++s) {
+    std::vector<T> all;
+    for (auto& part : parts)
+      all.insert(all.end(), part.kept[static_cast<size_t>(s)].begin(), part.kept[static_cast<size_t>(s)].end());
+    const double kth = static_cast<double>(parts[0].kth(all));
+    for (T v : all) {
+      inside8 += static_cast<double>(v) >= kth - 2.0 * out.band_int8;
+      inside16 += static_cast<double>(v) >= kth - 2.0 * out.band_bfloat16;
+      inside_gemm += static_cast<double>(v) >= kth - 2.0 * out.band_gemm;
+    }
+  }
+  const double per = 1.0 / static_cast<double>(queries);
+  out.rechecks_int8 = inside8 * per;
+  out.rechecks_bfloat16 = inside16 * per;
+  out.rechecks_gemm = inside_gemm * per;
+  // Per query: its share of the tiles (n / 2 pairs: each tile serves both its sides) at the
+  // path's rate, plus its re-checks.
+  const double half = 0.5 * static_cast<double>(n);
+  const double inf = std::numeric_limits<double>::infinity();
+  out.cost_int8 = has8 ? kKnnCostScreenTile * half + kKnnCostRecheck * out.rechecks_int8 : inf;
+  out.cost_bfloat16 = has16 ? kKnnCostScreenTile * half + kKnnCostRecheck * out.rechecks_bfloat16 : inf;
+  out.cost_gemm = kKnnCostGemmTile * (sizeof(T) == 8 ? 2.0 : 1.0) * half + kKnnCostRecheck * out.rechecks_gemm;
+  if (out.cost_bfloat16 <= out.cost_gemm && out.cost_bfloat16 <= out.cost_int8)
+    out.precision = ScreenPrecision::kBFloat16;
+  else if (out.cost_int8 <= out.cost_gemm)
+    out.precision = ScreenPrecision::kInt8;
+  return out;
+}
 
 template <class T>
 KnnResult knn_packed(const T* rows, Index n, Index d, Index topk, const KnnOptions& options) {
@@ -288,28 +411,34 @@ KnnResult knn_packed(const T* rows, Index n, Index d, Index topk, const KnnOptio
                                 std::to_string(topk));
   Index block = options.tile > 0 ? options.tile : kKnnTile;
   const int threads = std::max(1, options.threads);
-  const ScreenPrecision precision = knn_precision(options.precision, d);
+  ScreenPrecision precision = knn_precision(options.precision, d);
+  blas::use_calling_thread_only();
+  KnnTileChoice choice;
+  if (precision == ScreenPrecision::kAuto) precision = (choice = knn_tile_choice(rows, n, d, topk, threads)).precision;
+  KnnResult out;
   if (precision == ScreenPrecision::kNone) {
-    blas::use_calling_thread_only();
     KnnEngine<T> engine(rows, n, d, topk, block);
-    return engine.run(threads);
+    out = engine.run(threads);
+  } else {
+    static_assert(kScreenCols % kScreenRows == 0, "blocks must start on the panels of both sides");
+    block = (block + kScreenCols - 1) / kScreenCols * kScreenCols;
+    const ScreenPack a = pack_screen_rows(rows, n, d, precision, ScreenSide::kA, threads);
+    const ScreenPack b = pack_screen_rows(rows, n, d, precision, ScreenSide::kB, threads);
+    // Monotone in every argument: the packs' maxima bound every pair (screen.hpp).
+    const double band = pair_error_bound(precision, d, a.max_norm, a.max_qnorm, a.max_err, b.max_norm, b.max_qnorm,
+                                         b.max_err);
+    KnnEngine<T> engine(rows, n, d, topk, block, &a, &b, band);
+    out = engine.run(threads);
   }
-  static_assert(kScreenCols % kScreenRows == 0, "blocks must start on the panels of both sides");
-  block = (block + kScreenCols - 1) / kScreenCols * kScreenCols;
-  const ScreenPack a = pack_screen_rows(rows, n, d, precision, ScreenSide::kA, threads);
-  const ScreenPack b = pack_screen_rows(rows, n, d, precision, ScreenSide::kB, threads);
-  // Monotone in every argument: the packs' maxima bound every pair (screen.hpp).
-  const double band = pair_error_bound(precision, d, a.max_norm, a.max_qnorm, a.max_err, b.max_norm, b.max_qnorm,
-                                       b.max_err);
-  KnnEngine<T> engine(rows, n, d, topk, block, &a, &b, band);
-  return engine.run(threads);
+  out.choice = choice;
+  return out;
 }
 
 ScreenPrecision knn_precision(ScreenPrecision requested, Index d) {
-  const bool int8 = screen_supported(ScreenPrecision::kInt8) && d <= kScreenInt8MaxDim;
   if (requested == ScreenPrecision::kAuto) {
-    if (int8) return ScreenPrecision::kInt8;
-    return screen_supported(ScreenPrecision::kBFloat16) ? ScreenPrecision::kBFloat16 : ScreenPrecision::kNone;
+    const bool any = (screen_supported(ScreenPrecision::kInt8) && d <= kScreenInt8MaxDim) ||
+                     screen_supported(ScreenPrecision::kBFloat16);
+    return any ? ScreenPrecision::kAuto : ScreenPrecision::kNone;
   }
   require_screen(requested, d);
   return requested;
@@ -329,6 +458,8 @@ template KnnResult knn(const MatrixView<float>&, Index, const KnnOptions&, const
 template KnnResult knn(const MatrixView<double>&, Index, const KnnOptions&, const char*);
 template KnnResult knn_packed(const float*, Index, Index, Index, const KnnOptions&);
 template KnnResult knn_packed(const double*, Index, Index, Index, const KnnOptions&);
+template KnnTileChoice knn_tile_choice(const float*, Index, Index, Index, int);
+template KnnTileChoice knn_tile_choice(const double*, Index, Index, Index, int);
 
 // ------------------------------------------------------------------------------ metrics
 

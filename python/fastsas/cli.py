@@ -546,8 +546,9 @@ def separability(
     view: str = typer.Option("none", help="2-D view of a stratified sample: none, auto (UMAP if installed, else "
                                           "t-SNE), umap or tsne (PCA of all rows is always computed)"),
     seed: int = typer.Option(0, help="seed of the probe folds, samples and views"),
-    precision: str = typer.Option("float32", help="tile precision of the k-NN neighbours: float32, auto, int8 or "
-                                                  "bfloat16 (the screens need AVX-512; the lists are the same)"),
+    precision: str = typer.Option("auto", help="tile precision of the k-NN neighbours: auto (the cheapest on this "
+                                               "data that the CPU has), float32, int8 or bfloat16 (the screens need "
+                                               "AVX-512; the lists are the same)"),
     out: Path = typer.Option(Path("fastsas-separability"), help="directory for separability.json/.md/.html"),
     formats: str = typer.Option("json", "--format", help="comma-separated report formats: html, json, md"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),

@@ -41,12 +41,28 @@ namespace fastsas {
 // bound pair_error_bound() taken at the maxima of the packs' row norms and conversion errors
 // (it bounds |tile value - canonical similarity| for every pair). Everything else is the same
 // rule, so the lists are identical to the GEMM path's (wider band: more re-checks). kAuto
-// takes int8 when the CPU has AVX512_VNNI (and d <= kScreenInt8MaxDim), else bfloat16 when it
-// has AVX512_BF16, else the GEMM.
+// takes the path knn_tile_choice() measures cheapest on the data.
 struct KnnOptions {
   Index tile = 0;  // rows per block (0: kKnnTile; rounded up to kScreenCols for a screen)
   int threads = 1;
   ScreenPrecision precision = ScreenPrecision::kNone;
+};
+
+// kAuto's choice among the paths this CPU has (int8 needs AVX512_VNNI and d <=
+// kScreenInt8MaxDim, bfloat16 AVX512_BF16, the T-precision GEMM always). A path costs its
+// tile rate over the n / 2 pairs per query of the symmetric tiles plus one canonical re-check
+// per candidate it re-decides, about the rows within twice its band of the query's k-th
+// similarity; how many depends on the data (tight classes put hundreds of rows within int8's
+// band, ~6x bfloat16's), so it is counted on a sample: min(256, n / 64) evenly spaced queries
+// compared in T precision with every row (at most 1/32 of the tiles' work), the bands' maxima
+// taken over them and 4,096 evenly spaced rows. Below kKnnChoiceMinRows rows nothing is
+// measured: bfloat16, else int8. Only the speed depends on the choice. `rows` as knn_packed.
+struct KnnTileChoice {
+  ScreenPrecision precision = ScreenPrecision::kNone;   // the path taken
+  Index queries = 0;                                    // sampled queries (0: not measured)
+  double band_int8 = 0, band_bfloat16 = 0, band_gemm = 0;           // estimated bands (0: no such path)
+  double rechecks_int8 = 0, rechecks_bfloat16 = 0, rechecks_gemm = 0;  // per query, estimated
+  double cost_int8 = 0, cost_bfloat16 = 0, cost_gemm = 0;           // per query, relative (inf: no such path)
 };
 
 struct KnnResult {
@@ -56,13 +72,20 @@ struct KnnResult {
   std::int64_t rechecked = 0;       // canonical similarities computed
   ScreenPrecision precision = ScreenPrecision::kNone;  // how the tiles were computed
   double band = 0;                  // the bound on |tile value - canonical similarity| used
+  KnnTileChoice choice;             // with kAuto: what was measured (choice.queries 0: nothing)
 };
 
-// The tile precision a knn call with `requested` runs in on this CPU (kAuto resolved; an
-// explicit screen the CPU lacks raises std::invalid_argument naming the instructions).
+// The tile precision a knn call with `requested` runs in on this CPU: kAuto stays kAuto when
+// the CPU has a screen (knn measures which to take) and is kNone when it has none; an
+// explicit screen the CPU lacks raises std::invalid_argument naming the instructions.
 ScreenPrecision knn_precision(ScreenPrecision requested, Index d);
 
 inline constexpr Index kKnnTile = 1024;
+// Fewer rows: kAuto takes a screen without measuring (the whole call takes milliseconds).
+inline constexpr Index kKnnChoiceMinRows = 4096;
+
+template <class T>
+KnnTileChoice knn_tile_choice(const T* rows, Index n, Index d, Index topk, int threads);
 
 // x: n x d, 1 <= topk <= n - 1. Non-finite and zero-norm rows raise BadRowsError naming `input`.
 template <class T>

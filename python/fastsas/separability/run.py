@@ -16,7 +16,7 @@ from fastsas.separability.measures import (DEFAULT_SHRINKAGE, RowPass, fisher_ra
 from fastsas.separability.probe import fit_linear_probe, stratified_sample
 from fastsas.separability.state import ClassMoments
 
-__all__ = ["SeparabilityResult", "euclidean_silhouette", "separability", "separability_table"]
+__all__ = ["SeparabilityResult", "euclidean_silhouette", "moment_summary", "separability", "separability_table"]
 
 # z of a two-sided 95% normal interval.
 _Z95 = 1.959963984540054
@@ -47,6 +47,25 @@ def euclidean_silhouette(x: Any, codes: np.ndarray, n_classes: int, *, threads: 
                                      threads=resolve_threads(threads))
     counts = np.bincount(codes, minlength=n_classes)
     return silhouette_from_sums(sums, np.asarray(codes, dtype=np.int64), counts)
+
+
+def moment_summary(state: ClassMoments, row_pass: RowPass, lda_predicted: np.ndarray, cosine_s: np.ndarray,
+                   codes: np.ndarray, classes: Sequence[Any], shrinkage: float) -> dict[str, Any]:
+    """The summary entries of the moment measures (the state and its second pass): rows,
+    classes, Fisher ratio, pairwise separations, held-out LDA, cosine silhouette, PCA."""
+    blocks = state.blocks
+    pairs = pairwise_separations(state, shrinkage)
+    return {
+        "rows": int(state.count), "dim": int(state.dim), "classes": [str(v) for v in classes],
+        "class_counts": state.class_counts().tolist(), "shrinkage": float(shrinkage),
+        "fisher_ratio": fisher_ratio(state, shrinkage),
+        "pairwise": {k: np.asarray(v).tolist() for k, v in pairs.items()},
+        "lda": dict(_accuracy(lda_predicted, codes), blocks=int(blocks),
+                    block_accuracy=[float(np.mean((lda_predicted == codes)[b::blocks])) for b in range(blocks)]),
+        "silhouette": {"cosine": float(np.mean(cosine_s)), "cosine_interval": _mean_interval(cosine_s)},
+        "pca": {"explained_variance_ratio": row_pass.pca_explained.tolist(),
+                "class_means": ((state.class_means() - row_pass.pca_mean) @ row_pass.pca_axes).tolist()},
+    }
 
 
 @dataclass
@@ -113,7 +132,7 @@ def separability(embeddings: Any, labels: Any, *, ks: Sequence[int] = (1, 5, 10)
                  blocks: int = 5, chunk_rows: int = 65536, probe: bool = True, cv: int = 5, probe_rows: int = 20000,
                  euclidean: bool | None = None, euclidean_rows: int = 20000, view: str | None = None,
                  view_rows: int = 2000, groups: Any = None, seed: int = 0,
-                 threads: int | None = None, precision: str = "float32") -> SeparabilityResult:
+                 threads: int | None = None, precision: str = "auto") -> SeparabilityResult:
     """How well one set of embeddings separates its classes (docs/definitions.md, "Class separability").
 
     Parameters
@@ -145,9 +164,10 @@ def separability(embeddings: Any, labels: Any, *, ks: Sequence[int] = (1, 5, 10)
         Seed of the probe folds, samples and views.
     threads : int, optional
         Threads of the neighbour and distance kernels.
-    precision : {"float32", "auto", "int8", "bfloat16"}, optional
+    precision : {"auto", "float32", "int8", "bfloat16"}, default "auto"
         Tile precision of the k-NN neighbours (:func:`fastsas.knn`; the lists, and so the
-        accuracies, are the same in every precision: the screens only make them faster).
+        accuracies, are the same in every precision: the screens only make them faster;
+        "auto" takes the cheapest on this data that the CPU has).
 
     Returns
     -------
@@ -193,24 +213,15 @@ def separability(embeddings: Any, labels: Any, *, ks: Sequence[int] = (1, 5, 10)
     state = ClassMoments.from_chunks(chunks(), d, c, blocks)
     row_pass = RowPass(state, float(shrinkage)).run(chunks())
     lda_predicted, cosine_s, pca = row_pass.result()
-    pairs = pairwise_separations(state, float(shrinkage))
     neighbours = knn(arr, topk=max(ks), threads=threads, precision=precision)
     knn_predicted = knn_accuracy(neighbours.index, codes, ks, c)
 
-    summary: dict[str, Any] = {
-        "rows": int(n), "dim": int(d), "classes": [str(v) for v in classes],
-        "class_counts": state.class_counts().tolist(), "shrinkage": float(shrinkage),
-        "fisher_ratio": fisher_ratio(state, float(shrinkage)),
-        "pairwise": {k: np.asarray(v).tolist() for k, v in pairs.items()},
-        "lda": dict(_accuracy(lda_predicted, codes), blocks=int(blocks),
-                    block_accuracy=[float(np.mean((lda_predicted == codes)[b::blocks])) for b in range(blocks)]),
+    summary = moment_summary(state, row_pass, lda_predicted, cosine_s, codes, classes, float(shrinkage))
+    summary.update({
         "knn": {str(k): dict(_accuracy(p, codes), k=k) for k, p in knn_predicted.items()},
         "knn_precision": neighbours.precision,
-        "silhouette": {"cosine": float(np.mean(cosine_s)), "cosine_interval": _mean_interval(cosine_s)},
-        "pca": {"explained_variance_ratio": row_pass.pca_explained.tolist(),
-                "class_means": ((state.class_means() - row_pass.pca_mean) @ row_pass.pca_axes).tolist()},
         "seed": int(seed),
-    }
+    })
     euclid = None
     if euclidean is None:
         euclidean = n <= euclidean_rows
