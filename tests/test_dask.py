@@ -328,3 +328,56 @@ def test_a_progress_hook_gets_the_cluster_steps_instead_of_dasks_bar(capsys):
     assert any(d.startswith("mismatch statistic") for d in descriptions)  # the client's steps report too
     assert "Completed" not in capsys.readouterr().err  # no Dask ProgressBar interleaved
     assert got.mismatch_test["units_tested"] == 2000 and got.chance["alignment"]["repeats"] == 1
+
+
+def _same_moment_measures(got, want):
+    assert got["fisher_ratio"] == pytest.approx(want["fisher_ratio"], rel=1e-10)
+    for key in ("mahalanobis_squared", "euclidean", "cosine", "spread"):
+        np.testing.assert_allclose(got["pairwise"][key], want["pairwise"][key], rtol=1e-9, atol=1e-12, err_msg=key)
+    assert got["pairwise"]["nearest_class"] == want["pairwise"]["nearest_class"]
+    np.testing.assert_array_equal(got.lda_predicted, want.lda_predicted)
+    assert got["lda"] == want["lda"] and got["class_counts"] == want["class_counts"]
+    np.testing.assert_allclose(got.cosine_silhouettes, want.cosine_silhouettes, rtol=0, atol=1e-12)
+    # PCA axes are defined up to sign.
+    signs = np.sign(np.sum(got.pca * want.pca, axis=0))
+    np.testing.assert_allclose(got.pca * signs, want.pca, rtol=0, atol=1e-4)
+
+
+def test_separability_moments_on_the_cluster_equal_one_pass_in_process(client, tmp_path):
+    rng = np.random.default_rng(11)
+    labels = np.array(["effusion", "nodule", "normal", "edema"])[rng.integers(0, 4, 2503)]
+    codes = np.unique(labels, return_inverse=True)[1]
+    x = rng.normal(size=(2503, 12)) + 3.0 * np.eye(4, 12)[codes] + 5.0  # the mean far from zero
+    want = fs.separability(x, labels, ks=(1,), probe=False, euclidean=False, blocks=5)
+    # Blocks of 333 rows: their offsets are not multiples of the 5 held-out blocks.
+    got = fsd.separability_moments(x, labels, client=client, block_rows=333, blocks=5)
+    _same_moment_measures(got, want)
+    assert got["knn"] == {} and got.classes == want.classes
+    state, classes = fsd.class_moments(x, labels, client=client, block_rows=500)
+    assert classes == list(want.classes)
+    np.testing.assert_array_equal(state.counts, want.state.counts)
+    np.testing.assert_allclose(state.within_scatter(2), want.state.within_scatter(2), rtol=1e-11, atol=1e-9)
+
+    # A store, with the labels named as a metadata column.
+    demo = fs.synthetic.demo_archive(700, 32, seed=3)
+    EmbeddingStore.build(tmp_path / "s", demo, chunk_rows=256).close()
+    got = fsd.separability_moments(tmp_path / "s", "modality", modality="texts", client=client)
+    want = fs.separability(demo["texts"], demo["metadata"]["modality"], ks=(1,), probe=False, euclidean=False)
+    _same_moment_measures(got, want)
+
+
+def test_separability_moments_refuse_bad_input_by_name(client):
+    x = np.random.default_rng(2).normal(size=(400, 6))
+    labels = np.arange(400) % 3
+    with pytest.raises(ValueError, match="labels has a single class"):
+        fsd.separability_moments(x, np.zeros(400), client=client)
+    with pytest.raises(ValueError, match="labels"):
+        fsd.separability_moments(x, labels[:300], client=client)
+    with pytest.raises(ValueError, match="shrinkage must lie in"):
+        fsd.separability_moments(x, labels, shrinkage=2.0, client=client)
+    bad = x.copy()
+    bad[321] = np.nan
+    with pytest.raises(ValueError, match="rows: 321"):
+        fsd.separability_moments(bad, labels, client=client, block_rows=100)
+    with pytest.raises(ValueError, match="modality must be 'images' or 'texts'"):
+        fsd.separability_moments("some/store", "modality", modality="both", client=client)

@@ -19,6 +19,10 @@ if one exists, and otherwise on Dask's local threaded scheduler.
   (one GEMM serves both, as in process), which are tree-summed per gallery block. Query
   thresholds come from each block's matched rows, gathered by id. Counts are pure
   functions of row pairs, so ranks are bit-identical to ``fs.retrieval``.
+- Separability: ``fastsas.separability.ClassMoments`` per row block (each block's offset
+  keeps its rows in their held-out blocks), tree-merged; then a second task per block
+  computes the held-out LDA predictions, cosine silhouettes and PCA coordinates from the
+  merged state (``separability_moments``). The k-NN part stays in process.
 - Audit: ``fastsas.audit.AuditState`` is accumulated per row block (the block's routing
   codes travel with it) and tree-merged; ``AuditPlan.finalize`` then runs on the client
   with the retrieval above.
@@ -30,7 +34,8 @@ progress bar when it is true (True, or the progress hook :func:`fastsas.audit` t
 
 Modules: :mod:`~fastsas.dask.cluster` (clients, computing, tree reductions),
 :mod:`~fastsas.dask.inputs` (Dask arrays of every input), :mod:`~fastsas.dask.moments_graph`,
-:mod:`~fastsas.dask.retrieval_graph`, :mod:`~fastsas.dask.audit_graph` (the task graphs).
+:mod:`~fastsas.dask.retrieval_graph`, :mod:`~fastsas.dask.audit_graph`,
+:mod:`~fastsas.dask.separability_graph` (the task graphs).
 
 >>> import numpy as np, fastsas as fs, fastsas.dask as fsd
 >>> x, y = fs.synthetic.paired_embeddings(3000, 16, dtype=np.float64)
@@ -43,6 +48,7 @@ from fastsas.dask.cluster import DEFAULT_SPLIT_EVERY
 from fastsas.dask.inputs import DEFAULT_BLOCK_ROWS, open_store
 from fastsas.dask.moments_graph import alignment, moments
 from fastsas.dask.retrieval_graph import retrieval
+from fastsas.dask.separability_graph import class_moments, separability_moments
 
 __all__ = ["AUDIT_MERGE_BYTES", "DEFAULT_BLOCK_ROWS", "DEFAULT_SPLIT_EVERY", "alignment", "audit", "audit_source",
-           "moments", "open_store", "retrieval"]
+           "class_moments", "moments", "open_store", "retrieval", "separability_moments"]
