@@ -96,6 +96,8 @@ def main() -> None:
     p.add_argument("--precision", default="float32", help="tile precision of fs.knn (float32, auto, int8, bfloat16)")
     p.add_argument("--only-knn", action="store_true", help="time the k-NN parts only")
     p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--check-queries", type=int, default=0,
+                   help="compare this many random rows of the largest fs.knn run with a float64 NumPy brute force")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
@@ -136,6 +138,33 @@ def moments_rows(a, x, codes) -> list:
     return rows
 
 
+def check_against_numpy(x, nb, queries: int, seed: int, chunk: int = 65536, group: int = 128) -> tuple[int, float]:
+    """Exact top-k of `queries` random rows by a float64 brute force over all rows (rows
+    normalised in float64 and stored in float32, as fs.knn stores them; self excluded; ties
+    by the lower index), against fs.knn's lists: how many lists are identical, and the
+    largest similarity difference."""
+    n, k = x.shape[0], nb.index.shape[1]
+    picked = np.sort(np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False))
+    stored = lambda rows: (rows / np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)).astype(np.float32)
+    same, worst = 0, 0.0
+    for g in range(0, picked.size, group):
+        rows = picked[g:g + group]
+        q = stored(x[rows]).astype(np.float64)
+        sims = np.empty((rows.size, n))
+        for s in range(0, n, chunk):
+            sims[:, s:s + chunk] = q @ stored(x[s:s + chunk]).astype(np.float64).T
+        sims[np.arange(rows.size), rows] = -np.inf
+        for r, row in enumerate(sims):
+            # Every row tied with the k-th largest value is a candidate; then similarity
+            # descending, index ascending (lexsort's last key is the primary one).
+            cand = np.nonzero(row >= np.partition(row, n - k)[n - k])[0]
+            top = cand[np.lexsort((cand, -row[cand]))][:k]
+            listed = nb.index[rows[r]]
+            same += bool(np.array_equal(top, listed))
+            worst = max(worst, float(np.max(np.abs(row[listed] - nb.similarity[rows[r]]))))
+    return same, worst
+
+
 def knn_rows(a, x, codes) -> list:
     from sklearn.neighbors import KNeighborsClassifier
     rows = []
@@ -147,6 +176,10 @@ def knn_rows(a, x, codes) -> list:
         rows.append((f"k-NN part (fastsas fs.knn {nb.precision} + vote)", f"{k:,}", f"{t_knn:.2f}",
                      f"{2.0 * k * k * a.d / t_knn / 1e9:.0f} GFLOP/s nominal; projected to {a.n:,}: "
                      f"{projected / 3600:.2f} h; acc@{a.topk} {np.mean(acc[a.topk] == ck):.4f}"))
+    if a.check_queries:
+        t_check, (same, worst) = timed(lambda: check_against_numpy(xk, nb, a.check_queries, a.seed))
+        rows.append(("k-NN lists vs float64 NumPy brute force", f"{a.check_queries:,} queries", f"{t_check:.2f}",
+                     f"identical lists {same}/{a.check_queries}; max |similarity - float64| {worst:.1e}"))
     k = min(a.knn_n, a.n)
     xk, ck = x[:k], codes[:k]
     clf = KNeighborsClassifier(n_neighbors=a.topk + 1, metric="cosine", algorithm="brute").fit(xk, ck)
