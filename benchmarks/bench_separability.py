@@ -3,6 +3,8 @@ scikit-learn in the same run.
 
     python benchmarks/bench_separability.py --n 1000000 --d 768 --classes 20 --knn-n 20000
     python benchmarks/bench_separability.py --n 1000000 --only-knn --fastsas-knn-n 100000  # firmer projection
+    python benchmarks/bench_separability.py --n 1000000 --fastsas-knn-n 1000000 --check-queries 1024  # the 1M k-NN
+    python benchmarks/bench_separability.py --n 100000 --only-knn --precisions-n 100000  # every tile precision
 
 Rows:
 - moments part (fastsas): the two streaming passes of fs.separability's moment measures at
@@ -20,10 +22,15 @@ Rows:
   --knn-n rows; projected to n rows by (n / knn_n)^2 (the work is n^2 d).
 - k-NN (scikit-learn): KNeighborsClassifier(metric="cosine", algorithm="brute") kneighbors of
   every row at --knn-n rows.
+- --check-queries: the lists of that many random rows of the largest fs.knn run against a
+  float64 NumPy brute force over all rows (independent of the engine's tiles and bands).
+- --precisions-n: the k-NN engine in every tile precision the CPU has, and "auto" with the
+  re-checks it estimated on its sample, on the first rows; the lists must be identical.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,6 +102,8 @@ def main() -> None:
                    help="rows of the fastsas k-NN part (default --knn-n; larger makes the projection firmer)")
     p.add_argument("--precision", default="float32", help="tile precision of fs.knn (float32, auto, int8, bfloat16)")
     p.add_argument("--only-knn", action="store_true", help="time the k-NN parts only")
+    p.add_argument("--precisions-n", type=int, default=0,
+                   help="also time fs.knn in every tile precision (and auto, with what it measured) at this many rows")
     p.add_argument("--topk", type=int, default=10)
     p.add_argument("--check-queries", type=int, default=0,
                    help="compare this many random rows of the largest fs.knn run with a float64 NumPy brute force")
@@ -108,6 +117,8 @@ def main() -> None:
     if not a.only_knn:
         rows += moments_rows(a, x, codes)
     rows += knn_rows(a, x, codes)
+    if a.precisions_n:
+        rows += precision_rows(x[:min(a.precisions_n, a.n)], a.topk)
     print(table(rows, ("step", "n", "seconds", "notes")))
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
@@ -163,6 +174,26 @@ def check_against_numpy(x, nb, queries: int, seed: int, chunk: int = 65536, grou
             same += bool(np.array_equal(top, listed))
             worst = max(worst, float(np.max(np.abs(row[listed] - nb.similarity[rows[r]]))))
     return same, worst
+
+
+def precision_rows(x, topk: int) -> list:
+    """fs.knn's engine in each tile precision this CPU has, and "auto" with the re-checks per
+    row it estimated on its sample beside those each run made."""
+    from fastsas import _core
+    rows, lists = [], {}
+    wanted = ["auto", "float32"] + [p for p in ("bfloat16", "int8") if _core.screen_supported(p)]
+    for p in wanted:
+        t, r = timed(lambda: _core.knn(x, topk, 0, os.cpu_count() or 1, "x", p))
+        lists[p] = r["index"]
+        note = f"{r['rechecked'] / x.shape[0]:.1f} re-checks per row, band {r['band']:.2e}"
+        if "choice" in r:
+            est = r["choice"]["rechecks"]
+            note += (f"; took {r['precision']}: estimated re-checks per row int8 {est['int8']:.1f}, bfloat16 "
+                     f"{est['bfloat16']:.1f}, float32 {est['gemm']:.1f} ({r['choice']['queries']} sampled queries)")
+        rows.append((f"fs.knn engine, precision {p}", f"{x.shape[0]:,}", f"{t:.2f}", note))
+    same = all(np.array_equal(v, lists["float32"]) for v in lists.values())
+    rows.append(("lists identical across precisions", f"{x.shape[0]:,}", "-", str(same)))
+    return rows
 
 
 def knn_rows(a, x, codes) -> list:
