@@ -377,7 +377,10 @@ def test_separability_moments_refuse_bad_input_by_name(client):
         fsd.separability_moments(x, labels, shrinkage=2.0, client=client)
     bad = x.copy()
     bad[321] = np.nan
-    with pytest.raises(ValueError, match="rows: 321"):
+    with pytest.raises(ValueError, match=r"embeddings has non-finite values \(NaN or Inf\) in 1 row: 321;"):
         fsd.separability_moments(bad, labels, client=client, block_rows=100)
+    bad[321], bad[7] = 1.0, 0.0
+    with pytest.raises(ValueError, match="embeddings has zero-norm rows .* in 1 row: 7;"):
+        fsd.class_moments(bad, labels, client=client, block_rows=100)
     with pytest.raises(ValueError, match="modality must be 'images' or 'texts'"):
         fsd.separability_moments("some/store", "modality", modality="both", client=client)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fastsas._badrows import NON_FINITE, SHOWN, ZERO_NORM, BadRows, bad_rows_error
 from fastsas._labels import encode_labels
 from fastsas._validate import check_int
 from fastsas.dask.cluster import (DEFAULT_SPLIT_EVERY, client_for, compute, dask_modules, tree_reduce,
@@ -25,6 +26,7 @@ from fastsas.separability.run import SeparabilityResult, moment_summary
 from fastsas.separability.state import ClassMoments
 
 __all__ = ["class_moments", "separability_moments"]
+
 
 def _merge_class_moments(*parts: bytes) -> bytes:
     """Merge states in byte form (ClassMoments.merge returns a new state)."""
@@ -46,13 +48,13 @@ def _with_inputs_doc(function):
 
 
 def _check_rows(x: np.ndarray, offset: int) -> np.ndarray:
-    """The block as float rows, non-finite or all-zero rows named by their archive row."""
+    """The block's rows; non-finite or all-zero rows refused, named by their archive row."""
     x = np.asarray(x)
-    bad = ~np.all(np.isfinite(x), axis=1) | ~np.any(x != 0, axis=1)
-    if bad.any():
-        rows = (offset + np.flatnonzero(bad)).tolist()
-        shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
-        raise ValueError(f"embeddings has non-finite (NaN/Inf) or all-zero rows: {shown}; drop or repair them")
+    for problem, bad in ((NON_FINITE, ~np.all(np.isfinite(x), axis=1)), (ZERO_NORM, ~np.any(x != 0, axis=1))):
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            raise bad_rows_error(BadRows("x", problem, rows[:SHOWN], rows.size), {"x": "embeddings"}, offset=offset,
+                                 fix="drop or repair those rows") from None
     return x
 
 
