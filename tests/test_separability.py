@@ -336,3 +336,25 @@ def test_pairwise_separations_equal_numpy():
         others = [b for b in range(4) if b != a]
         nearest = others[int(np.argmin([pw["mahalanobis_squared"][a][b] for b in others]))]
         assert pw["nearest_class"][a] == nearest
+
+
+def test_report_reads_each_measure_against_its_no_signal_reference(tmp_path):
+    from fastsas.report.separability import write_separability
+    rng = np.random.default_rng(21)
+    # Labels that have nothing to do with the rows, with a commonest class of 50%.
+    noise = rng.normal(size=(900, 8))
+    labels = np.array(["a"] * 450 + ["b"] * 270 + ["c"] * 180)
+    none = fs.separability(noise, labels, ks=(1, 5), cv=3).to_dict()
+    x, y = _blobs(600, 8, 3, 3.0, 22)
+    planted = fs.separability(x, y, ks=(1, 5), cv=3).to_dict()
+    paths = write_separability({"labels": "finding", "modalities": {"images": none, "texts": planted}}, tmp_path,
+                               "html,md")
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    for text in (md, page):
+        assert "Reference, what ignoring the embedding reaches: accuracy 0.5000 by always answering the commonest" in text
+        assert "balanced accuracy 1/3" in text
+        assert "no better than ignoring it" in text  # the shuffled labels
+        assert "Above their reference: LDA accuracy (5 held-out blocks), silhouette (cosine)" in text  # planted
+    # The reference column: the commonest share beside every accuracy, 0 beside silhouettes.
+    assert "| 1-NN accuracy (leave-one-out) | 0.3922 | 0.3603 to 0.4241 | 0.5000 |" in md
+    assert "| silhouette (cosine) | -0.0110 | -0.0126 to -0.0094 | 0 |" in md

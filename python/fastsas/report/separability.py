@@ -21,22 +21,55 @@ __all__ = ["separability_figure", "separability_markdown", "separability_html", 
 MAX_CLASSES_COLOURED = 10
 
 
-def _headline(r: Mapping) -> list[tuple[str, Any, Any]]:
-    """(measure, value, 95% interval or None) rows of one result."""
-    rows = [("Fisher ratio trace(S_w^-1 S_b)", r["fisher_ratio"], None),
-            (f"LDA accuracy ({r['lda']['blocks']} held-out blocks)", r["lda"]["accuracy"], r["lda"]["interval"]),
-            ("LDA balanced accuracy", r["lda"]["balanced_accuracy"], None),
-            ("silhouette (cosine)", r["silhouette"]["cosine"], r["silhouette"]["cosine_interval"])]
+def _references(r: Mapping) -> dict[str, float]:
+    """What each measure reaches by ignoring the embedding: accuracy, the share of the
+    commonest class (always answering it; a k-NN vote on labels unrelated to the rows does
+    worse, e.g. sum of squared class shares for 1-NN); balanced accuracy 1 / C; AUROC 0.5;
+    silhouettes 0."""
+    counts = [int(c) for c in r["class_counts"]]
+    present = [c for c in counts if c > 0]
+    return {"accuracy": max(present) / sum(present), "balanced_accuracy": 1.0 / len(present), "auroc": 0.5,
+            "silhouette": 0.0}
+
+
+def _headline(r: Mapping) -> list[tuple[str, Any, Any, Any]]:
+    """(measure, value, 95% interval or None, reference or None) rows of one result."""
+    ref = _references(r)
+    rows = [("Fisher ratio trace(S_w^-1 S_b)", r["fisher_ratio"], None, None),
+            (f"LDA accuracy ({r['lda']['blocks']} held-out blocks)", r["lda"]["accuracy"], r["lda"]["interval"],
+             ref["accuracy"]),
+            ("LDA balanced accuracy", r["lda"]["balanced_accuracy"], None, ref["balanced_accuracy"]),
+            ("silhouette (cosine)", r["silhouette"]["cosine"], r["silhouette"]["cosine_interval"], ref["silhouette"])]
     if "euclidean" in r["silhouette"]:
         rows.append((f"silhouette (Euclidean, {r['silhouette']['euclidean_rows']} rows)", r["silhouette"]["euclidean"],
-                     r["silhouette"]["euclidean_interval"]))
+                     r["silhouette"]["euclidean_interval"], ref["silhouette"]))
     for k, v in r["knn"].items():
-        rows.append((f"{k}-NN accuracy (leave-one-out)", v["accuracy"], v["interval"]))
+        rows.append((f"{k}-NN accuracy (leave-one-out)", v["accuracy"], v["interval"], ref["accuracy"]))
     if "probe" in r:
         p = r["probe"]
         for key in ("accuracy", "balanced_accuracy", "auroc"):
-            rows.append((f"probe {key.replace('_', ' ')} ({p['cv']}-fold)", p["scores"][key], p["intervals"][key]))
+            rows.append((f"probe {key.replace('_', ' ')} ({p['cv']}-fold)", p["scores"][key], p["intervals"][key],
+                         ref[key]))
     return rows
+
+
+def _reading(r: Mapping) -> str:
+    """One paragraph on what the headline says against the no-signal references."""
+    above, level, below = [], [], []
+    for measure, _, iv, ref in _headline(r):
+        if ref is None or not iv or iv[0] != iv[0] or iv[1] != iv[1]:  # no reference, or a NaN interval
+            continue
+        (above if iv[0] > ref else below if iv[1] < ref else level).append(measure)
+    share = format_value(_references(r)["accuracy"])
+    head = (f"Reference, what ignoring the embedding reaches: accuracy {share} by always answering the commonest "
+            f"class; balanced accuracy 1/{len([c for c in r['class_counts'] if c > 0])}; AUROC 0.5; silhouette 0. ")
+    if not above:
+        return head + ("No measure's 95% interval lies above its reference: the embedding separates these classes no "
+                       "better than ignoring it. Check that the labels belong to these rows, or try another model.")
+    text = head + f"Above their reference: {', '.join(above)}."
+    if level or below:
+        text += f" Not distinguishable from it or below: {', '.join(level + below)}."
+    return text
 
 
 def _interval(iv: Any) -> str:
@@ -96,9 +129,10 @@ def separability_markdown(doc: Mapping) -> str:
     lines = [f"# fastsas separability ({doc.get('labels', 'labels')})", ""]
     for name, r in doc["modalities"].items():
         lines += [f"## {name}: {r['rows']:,} rows, {len(r['classes'])} classes", "",
-                  "| measure | value | 95% interval |", "|---|---|---|"]
-        lines += [f"| {m} | {format_value(v)} | {_interval(iv)} |" for m, v, iv in _headline(r)]
-        lines.append("")
+                  "| measure | value | 95% interval | reference |", "|---|---|---|---|"]
+        lines += [f"| {m} | {format_value(v)} | {_interval(iv)} | {format_value(ref) if ref is not None else ''} |"
+                  for m, v, iv, ref in _headline(r)]
+        lines += ["", _reading(r), ""]
         for g, gr in r.get("groups", {}).items():
             lines.append(f"- group {g}: Fisher {format_value(gr['fisher_ratio'])}, LDA {format_value(gr['lda']['accuracy'])}, "
                          f"silhouette (cosine) {format_value(gr['silhouette']['cosine'])}")
@@ -130,8 +164,10 @@ def separability_html(doc: Mapping) -> str:
     with F.style():
         for name, r in doc["modalities"].items():
             parts.append(f"<h2>{escape(name)}: {r['rows']:,} rows, {len(r['classes'])} classes</h2>")
-            parts.append(_table(["measure", "value", "95% interval"],
-                                [(m, format_value(v), _interval(iv)) for m, v, iv in _headline(r)]))
+            parts.append(_table(["measure", "value", "95% interval", "reference"],
+                                [(m, format_value(v), _interval(iv), format_value(ref) if ref is not None else "")
+                                 for m, v, iv, ref in _headline(r)]))
+            parts.append(f"<p>{escape(_reading(r))}</p>")
             pw = r["pairwise"]
             parts.append(_table(["class", "rows", "spread", "nearest class", "Mahalanobis^2 to it"],
                                 [(c, r["class_counts"][i], format_value(pw["spread"][i]),
