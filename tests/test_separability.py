@@ -353,8 +353,29 @@ def test_report_reads_each_measure_against_its_no_signal_reference(tmp_path):
     for text in (md, page):
         assert "Reference, what ignoring the embedding reaches: accuracy 0.5000 by always answering the commonest" in text
         assert "balanced accuracy 1/3" in text
-        assert "no better than ignoring it" in text  # the shuffled labels
-        assert "Above their reference: LDA accuracy (5 held-out blocks), silhouette (cosine)" in text  # planted
+        assert "no evidence that the embedding separates these classes better than ignoring it" in text  # shuffled
+        assert ("Above their reference: LDA accuracy (5 held-out blocks), LDA balanced accuracy, silhouette (cosine)"
+                in text)  # planted
     # The reference column: the commonest share beside every accuracy, 0 beside silhouettes.
     assert "| 1-NN accuracy (leave-one-out) | 0.3922 | 0.3603 to 0.4241 | 0.5000 |" in md
     assert "| silhouette (cosine) | -0.0110 | -0.0126 to -0.0094 | 0 |" in md
+
+
+def test_balanced_accuracy_interval_and_a_reloaded_null_interval():
+    from scipy.stats import norm
+    from sklearn.metrics import balanced_accuracy_score, recall_score
+
+    from fastsas.report.separability import separability_markdown
+    x, y = _blobs(500, 6, 4, 1.2, 31)
+    r = fs.separability(x, y, ks=(1,), probe=False)
+    lda = r["lda"]
+    assert lda["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, r.lda_predicted), abs=1e-12)
+    recall, counts = recall_score(y, r.lda_predicted, average=None), np.bincount(y)
+    half = norm.ppf(0.975) * np.sqrt(np.sum(recall * (1 - recall) / counts)) / 4
+    np.testing.assert_allclose(lda["balanced_interval"], [lda["balanced_accuracy"] - half,
+                                                          lda["balanced_accuracy"] + half], rtol=0, atol=1e-12)
+    # A NaN interval comes back from strict JSON as null: the report reads past it.
+    d = r.to_dict()
+    d["lda"]["interval"] = [None, None]
+    md = separability_markdown({"labels": "finding", "modalities": {"images": d}})
+    assert "Above their reference: LDA balanced accuracy" in md

@@ -38,7 +38,8 @@ def _headline(r: Mapping) -> list[tuple[str, Any, Any, Any]]:
     rows = [("Fisher ratio trace(S_w^-1 S_b)", r["fisher_ratio"], None, None),
             (f"LDA accuracy ({r['lda']['blocks']} held-out blocks)", r["lda"]["accuracy"], r["lda"]["interval"],
              ref["accuracy"]),
-            ("LDA balanced accuracy", r["lda"]["balanced_accuracy"], None, ref["balanced_accuracy"]),
+            ("LDA balanced accuracy", r["lda"]["balanced_accuracy"], r["lda"].get("balanced_interval"),
+             ref["balanced_accuracy"]),
             ("silhouette (cosine)", r["silhouette"]["cosine"], r["silhouette"]["cosine_interval"], ref["silhouette"])]
     if "euclidean" in r["silhouette"]:
         rows.append((f"silhouette (Euclidean, {r['silhouette']['euclidean_rows']} rows)", r["silhouette"]["euclidean"],
@@ -57,15 +58,16 @@ def _reading(r: Mapping) -> str:
     """One paragraph on what the headline says against the no-signal references."""
     above, level, below = [], [], []
     for measure, _, iv, ref in _headline(r):
-        if ref is None or not iv or iv[0] != iv[0] or iv[1] != iv[1]:  # no reference, or a NaN interval
+        if ref is None or not iv or any(v is None or v != v for v in iv):  # no reference; NaN (null) interval
             continue
         (above if iv[0] > ref else below if iv[1] < ref else level).append(measure)
     share = format_value(_references(r)["accuracy"])
     head = (f"Reference, what ignoring the embedding reaches: accuracy {share} by always answering the commonest "
             f"class; balanced accuracy 1/{len([c for c in r['class_counts'] if c > 0])}; AUROC 0.5; silhouette 0. ")
     if not above:
-        return head + ("No measure's 95% interval lies above its reference: the embedding separates these classes no "
-                       "better than ignoring it. Check that the labels belong to these rows, or try another model.")
+        return head + ("No measure's 95% interval lies above its reference: no evidence that the embedding separates "
+                       "these classes better than ignoring it. Check that the labels belong to these rows, or try "
+                       "another model.")
     text = head + f"Above their reference: {', '.join(above)}."
     if level or below:
         text += f" Not distinguishable from it or below: {', '.join(level + below)}."
