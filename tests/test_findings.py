@@ -8,10 +8,10 @@ import pytest
 from scipy import stats
 
 import fastsas as fs
+from fastsas._multiple_tests import adjust_pvalues
 from fastsas.audit import AuditPlan, interval
 from fastsas.audit.chance import chance_alignment, chance_recall, pairing_permutation
 from fastsas.audit.conditioning import companion_score, conditioning, eigen_blocks
-from fastsas.audit.contrasts import holm
 from fastsas.audit.mismatch import jf_skew_t_cdf, jf_skew_t_logpdf, select_by_lfdr, unit_statistics
 from fastsas.audit.rows import ArchiveRows
 from fastsas.report.findings import findings
@@ -264,7 +264,7 @@ def test_chance_recall_is_the_hypergeometric_probability():
 
 
 # ------------------------------------------------------------------------- contrasts and drift
-def test_holm_against_its_definition():
+def test_the_contrasts_holm_against_its_definition():
     p = np.array([0.01, 0.04, 0.03, 0.5])
     order = np.argsort(p)
     want = np.empty(4)
@@ -272,7 +272,7 @@ def test_holm_against_its_definition():
     for rank, i in enumerate(order):
         running = max(running, (4 - rank) * p[i])
         want[i] = min(1.0, running)
-    assert holm(p) == pytest.approx(want.tolist())
+    assert adjust_pvalues(p, "holm").tolist() == pytest.approx(want.tolist())
 
 
 def test_subgroup_against_the_rest_is_a_paired_jackknife():

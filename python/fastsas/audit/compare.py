@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fastsas.audit.contrasts import holm
+from fastsas._multiple_tests import adjust_pvalues
 from fastsas.audit.intervals import paired_difference
 
 __all__ = ["COMPARED", "compare", "same_ids"]
@@ -132,7 +132,7 @@ def compare(results: Sequence[Any], names: Sequence[str], same_pairs: bool) -> d
         diffs.append(row)
     for key in COMPARED:
         having = [r["metrics"][key] for r in diffs if key in r["metrics"]]
-        for m, p in zip(having, holm([m["p_value"] for m in having])):
+        for m, p in zip(having, adjust_pvalues([m["p_value"] for m in having], "holm").tolist()):
             m["p_holm"] = p
     out["differences"] = diffs
     return out

@@ -8,31 +8,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fastsas._multiple_tests import adjust_pvalues
 from fastsas.audit.intervals import RANGES, interval, jackknife, merge_all, t_test  # t_test: re-exported
 from fastsas.moments import Moments
 
-__all__ = ["CONTRAST_METRICS", "MAX_CONTRAST_GROUPS", "group_contrasts", "holm", "recall_interval", "t_test",
+__all__ = ["CONTRAST_METRICS", "MAX_CONTRAST_GROUPS", "group_contrasts", "recall_interval", "t_test",
            "recall_replicates", "trend"]
 
 CONTRAST_METRICS = ("sas_i2t", "sas_t2i", "cka")
 MAX_CONTRAST_GROUPS = 50  # subgroups tested against the rest (each costs a jackknife of the rest)
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjustment of p-values (family-wise error), in the given order.
-
-    Examples
-    --------
-    >>> from fastsas.audit.contrasts import holm
-    >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
-    [0.03, 0.06, 0.06]
-    """
-    p = np.asarray(p_values, dtype=np.float64)
-    order = np.argsort(p, kind="stable")
-    adjusted = np.maximum.accumulate((p.size - np.arange(p.size)) * p[order])
-    out = np.empty_like(p)
-    out[order] = np.minimum(adjusted, 1.0)
-    return out.tolist()
 
 
 def recall_replicates(ranks: np.ndarray, blocks: np.ndarray, count: int, k: int) -> tuple[float, list[float]]:
@@ -117,7 +101,7 @@ def group_contrasts(labels: list, cells_by_group: list, group_rows: list[dict], 
         out.append(row)
     for key in list(CONTRAST_METRICS) + ["i2t_r1", "t2i_r1"]:
         having = [r for r in out if key in r["tests"]]
-        for r, p in zip(having, holm([r["tests"][key]["p_value"] for r in having])):
+        for r, p in zip(having, adjust_pvalues([r["tests"][key]["p_value"] for r in having], "holm").tolist()):
             r["tests"][key]["p_holm"] = p
             r["tests"][key]["significant"] = bool(p < 0.05)
     return out
